@@ -1,0 +1,59 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync bench-speed bench-full slow-tests
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fashion-MNIST from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
+	    echo "warning: could not apt-get install dataset-fashion-mnist"; \
+	  else echo "note: $(FMNIST) missing and not root; set SWRM_DATA or let torchvision download"; fi; \
+	fi
+
+demo: venv data
+	$(BIN)/swrm-bench --quick
+
+nbtest: venv data
+	$(BIN)/nbdev-test --n_workers 2
+
+pytest: venv data
+	$(BIN)/pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+test: nbtest pytest
+
+export: venv
+	$(BIN)/nbdev-export
+
+clean-nbs: venv
+	$(BIN)/nbdev-clean
+
+# CI: the package must equal what the notebooks export, and notebooks must be clean.
+check-sync: venv
+	$(BIN)/nbdev-export
+	@git diff --exit-code --stat -- swrm_fastai || (echo "swrm_fastai/ is out of sync with nbs/: run nbdev-export and commit"; exit 1)
+	@test -z "$$(git status --porcelain -- swrm_fastai)" || (echo "nbdev-export created untracked files:"; git status --porcelain -- swrm_fastai; exit 1)
+	$(BIN)/nbdev-clean
+	@git diff --exit-code --stat -- nbs || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
+
+bench-speed: venv
+	$(BIN)/python bench/loss_speed.py
+
+slow-tests: venv data
+	$(BIN)/nbdev-test --n_workers 1 --flags slow
+	$(BIN)/pytest -q -m slow tests
