@@ -30,7 +30,7 @@ demo: venv data
 	$(BIN)/swrm-bench --quick
 
 nbtest: venv data
-	$(BIN)/nbdev-test --n_workers 2
+	$(BIN)/nbdev-test --n-workers 2
 
 pytest: venv data
 	$(BIN)/pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
@@ -55,5 +55,5 @@ bench-speed: venv
 	$(BIN)/python bench/loss_speed.py
 
 slow-tests: venv data
-	$(BIN)/nbdev-test --n_workers 1 --flags slow
+	$(BIN)/nbdev-test --n-workers 1 --flags slow
 	$(BIN)/pytest -q -m slow tests
