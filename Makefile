@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync bench-speed bench-full slow-tests
+.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync readme bench-speed slow-tests
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ check-sync: venv
 	@test -z "$$(git status --porcelain -- swrm_fastai)" || (echo "nbdev-export created untracked files:"; git status --porcelain -- swrm_fastai; exit 1)
 	$(BIN)/nbdev-clean
 	@git diff --exit-code --stat -- nbs || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
+	$(BIN)/python scripts/make_readme.py --check
+
+# README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which is not available offline).
+readme: venv
+	$(BIN)/python scripts/make_readme.py
 
 bench-speed: venv
 	$(BIN)/python bench/loss_speed.py
