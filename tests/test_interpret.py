@@ -147,20 +147,27 @@ def test_load_learner(learn, tmp_path):
     assert png_ok(interp2.plot_lt_confusion_matrix(counts=COUNTS), tmp_path)
 
 
+def blob_window(): return SimilarityWindow(COUNTS, torch.tensor([0., 3., 6., 1., 4., 7.]), window=3, names=NAMES)
+
+
 def package_losses():
     "One instance of every long-tail loss of the package (built on the blob counts)"
-    sw = SimilarityWindow(COUNTS, torch.tensor([0., 3., 6., 1., 4., 7.]), window=3, names=NAMES)
+    sw = blob_window()
     return {'swrm': L.SWRMLoss.from_window(sw), 'swr': L.SWRMLoss.from_window(sw, variant='swr'),
             'swm': L.SWRMLoss.from_window(sw, variant='swm'), 'dyswrm': L.DySWRMLoss(COUNTS, window=3),
             'cb': L.ClassBalancedLoss(COUNTS), 'ldam': L.LDAMLoss(COUNTS), 'la': L.LogitAdjustedLoss(COUNTS),
             'bs': L.BalancedSoftmaxLoss(COUNTS)}
 
 
-@pytest.mark.parametrize('name', list(package_losses()))
+@pytest.mark.parametrize('name', ['swrm', 'swr', 'swm', 'dyswrm', 'cb', 'ldam', 'la', 'bs'])
 def test_package_losses(learn, name, tmp_path):
     "Interpretation of a learner with each package loss (activation/decodes kept), also after load_learner"
-    loss = package_losses()[name]
+    losses = package_losses()
+    assert sorted(losses) == sorted(['swrm', 'swr', 'swm', 'dyswrm', 'cb', 'ldam', 'la', 'bs'])
+    loss = losses[name]
     learn.loss_func = loss
+    # SWRM/SWR/SWM losses hold weights and margins only; the learner keeps the window (as SimilarityWindowCallback does)
+    if name in ('swrm', 'swr', 'swm'): learn.similarity_window = blob_window()
     try:
         interp = ClassificationInterpretation.from_learner(learn)
         np.testing.assert_array_equal(interp.lt_confusion_matrix(), interp.confusion_matrix())
@@ -171,6 +178,7 @@ def test_package_losses(learn, name, tmp_path):
         learn.export('l.pkl')
     finally:
         learn.loss_func = CrossEntropyLossFlat()
+        if hasattr(learn, 'similarity_window'): del learn.similarity_window
     learn2 = load_learner(tmp_path / 'l.pkl')
     dl = learn2.dls.test_dl([o for o in blob_items(0) if o[2] == 1], with_labels=True)
     interp2 = ClassificationInterpretation.from_learner(learn2, dl=dl)
@@ -187,7 +195,7 @@ def test_plots(learn, tmp_path):
     assert png_ok(ax, tmp_path)
     # no similarity window yet: a clear error
     with pytest.raises(ValueError, match='no similarity window'): interp.plot_similarity_window()
-    learn.similarity_window = SimilarityWindow(COUNTS, torch.tensor([0., 3., 6., 1., 4., 7.]), window=3, names=NAMES)
+    learn.similarity_window = blob_window()
     try:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         assert interp.plot_similarity_window(ax=a1) is a1
