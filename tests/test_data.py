@@ -1,0 +1,215 @@
+"Integration tests of swrm_fastai.data and swrm_fastai.metrics: fake CIFAR / ImageNet-LT / Places-LT trees, a real Fashion-MNIST-LT fit"
+import math, os, pickle, shutil
+from pathlib import Path
+import numpy as np, pytest, torch
+from PIL import Image
+from torch import nn
+from fastai.learner import Learner, load_learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.interpret import ClassificationInterpretation
+from fastai.vision.augment import FlipItem
+from fastai.torch_core import set_seed
+from fastai.callback.progress import *  # noqa: F401,F403 (no_bar)
+from fastai.callback.schedule import *  # noqa: F401,F403 (fit_one_cycle)
+from swrm_fastai import data as D
+from swrm_fastai.data import (long_tail_counts, long_tail_indices, fashion_mnist_lt, cifar_lt, imagenet_lt, places_lt,
+                              find_fashion_mnist, find_cifar, FASHION_MNIST_NAMES, DEBIAN_FASHION_MNIST)
+from swrm_fastai.metrics import shot_metrics, shot_accuracy_table
+
+HAS_FMNIST = (DEBIAN_FASHION_MNIST/'train-images-idx3-ubyte.gz').is_file() or bool(os.environ.get('SWRM_DATA'))
+
+# ---------------------------------------------------------------- fake CIFAR in both layouts
+def fake_cifar(n_classes, n_train, n_test, seed=0):
+    "Random uint8 CIFAR-like arrays, sorted class names (as the real ones are)"
+    rng = np.random.default_rng(seed)
+    names = [f'class_{c:03d}' for c in range(n_classes)]
+    y_tr, y_te = np.repeat(np.arange(n_classes), n_train), np.repeat(np.arange(n_classes), n_test)
+    rng.shuffle(y_tr)
+    x_tr = rng.integers(0, 256, (len(y_tr), 32, 32, 3), dtype=np.uint8)
+    x_te = rng.integers(0, 256, (len(y_te), 32, 32, 3), dtype=np.uint8)
+    return x_tr, y_tr, x_te, y_te, names
+
+def write_pickles(d, n_classes, x_tr, y_tr, x_te, y_te, names):
+    "torchvision layout: cifar-10-batches-py/data_batch_1..5,test_batch,batches.meta or cifar-100-python/{train,test,meta}"
+    flat = lambda x: x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+    def dump(f, o):
+        with open(f, 'wb') as fh: pickle.dump(o, fh)
+    if n_classes == 10:
+        d = d/'cifar-10-batches-py'; d.mkdir(parents=True)
+        for i, part in enumerate(np.array_split(np.arange(len(y_tr)), 5), 1):
+            dump(d/f'data_batch_{i}', {'data': flat(x_tr[part]), 'labels': y_tr[part].tolist()})
+        dump(d/'test_batch', {'data': flat(x_te), 'labels': y_te.tolist()})
+        dump(d/'batches.meta', {'label_names': names})
+    else:
+        d = d/'cifar-100-python'; d.mkdir(parents=True)
+        dump(d/'train', {'data': flat(x_tr), 'fine_labels': y_tr.tolist(), 'coarse_labels': (y_tr // 5).tolist()})
+        dump(d/'test', {'data': flat(x_te), 'fine_labels': y_te.tolist(), 'coarse_labels': (y_te // 5).tolist()})
+        dump(d/'meta', {'fine_label_names': names, 'coarse_label_names': [f's{i}' for i in range(n_classes // 5)]})
+    return d
+
+def write_folders(d, x_tr, y_tr, x_te, y_te, names, superclass=False):
+    "fastai untar_data layout: train/<class>/*.png and test/<class>/*.png (optionally train/<superclass>/<class>/)"
+    for split, x, y in (('train', x_tr, y_tr), ('test', x_te, y_te)):
+        for i, (img, c) in enumerate(zip(x, y)):
+            f = d/split/(f'super_{c // 5:02d}' if superclass else '')/names[c]/f'{i:05d}.png'
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(f)
+    return d
+
+@pytest.mark.parametrize('n_classes,n_train,nested', [(10, 12, False), (100, 3, True)])
+def test_cifar_both_layouts_agree(tmp_path, n_classes, n_train, nested):
+    x_tr, y_tr, x_te, y_te, names = fake_cifar(n_classes, n_train, 2)
+    pk = write_pickles(tmp_path/'tv', n_classes, x_tr, y_tr, x_te, y_te, names)
+    fo = write_folders(tmp_path/('cifar10' if n_classes == 10 else 'cifar100'), x_tr, y_tr, x_te, y_te, names, superclass=nested)
+    for path, layout in ((tmp_path/'tv', 'pickle'), (pk, 'pickle'), (fo, 'folder')):   # parent folder, batches folder, PNG folders
+        dls = cifar_lt(n_classes, imb_factor=n_train, n_max=n_train, path=path, seed=3, bs=8, batch_tfms=[])
+        assert list(dls.vocab) == names and dls.class_names == names
+        expected = long_tail_counts(n_train, n_classes, n_train)
+        assert dls.class_counts.tolist() == expected.tolist()
+        assert len(dls.train_ds) == expected.sum() and len(dls.valid_ds) == 2 * n_classes   # balanced test set
+        assert torch.bincount(torch.stack([dls.valid_ds[i][1] for i in range(len(dls.valid_ds))]), minlength=n_classes).tolist() == [2] * n_classes
+        # the kept images are those long_tail_indices picks, in the layout's sample order (PNG files: sorted paths)
+        order = np.arange(len(y_tr)) if layout == 'pickle' else np.argsort(y_tr, kind='stable')
+        keep = order[long_tail_indices(y_tr[order], expected, seed=3).numpy()]
+        imgs = torch.stack([dls.train_ds[i][0] for i in range(len(dls.train_ds))])
+        assert torch.equal(imgs, torch.from_numpy(x_tr[keep]).permute(0, 3, 1, 2))
+        assert [int(dls.train_ds[i][1]) for i in range(len(dls.train_ds))] == y_tr[keep].tolist()
+        test_order = np.arange(len(y_te)) if layout == 'pickle' else np.argsort(y_te, kind='stable')
+        assert torch.equal(torch.stack([dls.valid_ds[i][0] for i in range(len(dls.valid_ds))]), torch.from_numpy(x_te[test_order]).permute(0, 3, 1, 2))
+        xb, yb = dls.one_batch()
+        assert xb.shape == (8, 3, 32, 32) and xb.dtype == torch.float32
+
+def test_cifar_default_augmentation_and_stats(tmp_path):
+    x_tr, y_tr, x_te, y_te, names = fake_cifar(10, 20, 3)
+    write_pickles(tmp_path, 10, x_tr, y_tr, x_te, y_te, names)
+    dls = cifar_lt(10, imb_factor=10, n_max=20, path=tmp_path, bs=16)
+    tfms = [type(t).__name__ for t in dls.train.after_batch.fs]
+    assert tfms == ['IntToFloatTensor', 'PadCropFlip', 'Normalize']
+    mean = torch.tensor(D.CIFAR_STATS[10][0]).view(1, 3, 1, 1)
+    assert torch.allclose(dls.valid.after_batch.fs[-1].mean.cpu(), mean)
+    # validation batches are not augmented: equal to the normalised raw test images
+    xb, yb = dls.valid.one_batch()
+    raw = torch.from_numpy(x_te[:16]).permute(0, 3, 1, 2).float() / 255
+    std = torch.tensor(D.CIFAR_STATS[10][1]).view(1, 3, 1, 1)
+    assert torch.allclose(xb.cpu(), (raw - mean) / std, atol=1e-5)
+
+def test_cifar_missing_and_bad(tmp_path, monkeypatch):
+    monkeypatch.setenv('SWRM_DATA', str(tmp_path/'nothing'))
+    with pytest.raises(FileNotFoundError) as e: find_cifar(100)
+    msg = str(e.value)
+    assert str(tmp_path/'nothing'/'cifar-100-python') in msg and str(tmp_path/'nothing'/'cifar100') in msg
+    assert 'untar_data(URLs.CIFAR_100)' in msg and 'CIFAR100(root, download=True)' in msg
+    with pytest.raises(FileNotFoundError, match='cifar10'): cifar_lt(10, path=tmp_path/'nothing')
+    with pytest.raises(ValueError, match='n_classes must be 10 or 100'): cifar_lt(20, path=tmp_path)
+    x_tr, y_tr, x_te, y_te, names = fake_cifar(10, 5, 1)
+    write_pickles(tmp_path, 10, x_tr, y_tr, x_te, y_te, names)
+    with pytest.raises(ValueError, match='imb_factor'): cifar_lt(10, imb_factor=0.5, n_max=5, path=tmp_path)
+    with pytest.raises(ValueError, match='classes 7, 8, 9 would get 0 images'): cifar_lt(10, imb_factor=10, n_max=5, path=tmp_path)
+    with pytest.raises(ValueError, match='class 0 is asked for 5000 samples but labels have only 5'): cifar_lt(10, path=tmp_path)
+
+# ---------------------------------------------------------------- fake ImageNet-LT / Places-LT
+def fake_split_tree(root, prefix, train_per_class, test_per_class, split_dir=None):
+    rng = np.random.default_rng(0)
+    split_dir = split_dir or root
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for split, per in (('train', train_per_class), ('val', test_per_class), ('test', test_per_class)):
+        lines = []
+        for c, n in enumerate(per):
+            for i in range(n):
+                rel = f'{split}/c{c}/img_{i}.jpg'
+                (root/rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)).save(root/rel)
+                lines.append(f'{rel} {c}')
+        (split_dir/f'{prefix}_{split}.txt').write_text('\n'.join(lines) + '\n')
+    return root
+
+@pytest.mark.parametrize('fn,prefix', [(imagenet_lt, 'ImageNet_LT'), (places_lt, 'Places_LT')])
+def test_split_file_datasets(tmp_path, fn, prefix):
+    root = fake_split_tree(tmp_path/'imgs', prefix, [5, 3, 2, 1], [2, 2, 2, 2], split_dir=tmp_path/'splits')
+    dls = fn(root, tmp_path/'splits', bs=4, size=24, num_workers=0)
+    assert dls.class_counts.tolist() == [5, 3, 2, 1] and list(dls.vocab) == ['0', '1', '2', '3']
+    assert len(dls.valid_ds) == 8
+    xb, yb = dls.one_batch()
+    assert xb.shape == (4, 3, 24, 24) and yb.shape == (4,)
+    xv, yv = dls.valid.one_batch()
+    assert xv.shape == (4, 3, 24, 24)
+    names = ['w', 'x', 'y', 'z']
+    dv = fn(root, tmp_path/'splits', valid='val', names=names, bs=2, size=16, num_workers=0)
+    assert list(dv.vocab) == names and dv.class_names == names
+    # a line naming a missing image: ValueError with the file and its line number
+    f = tmp_path/'splits'/f'{prefix}_train.txt'
+    lines = f.read_text().splitlines()
+    lines[6] = 'train/c9/missing.jpg 3'
+    f.write_text('\n'.join(lines))
+    with pytest.raises(ValueError, match=rf'{prefix}_train.txt, line 7: image .*missing.jpg does not exist'): fn(root, tmp_path/'splits')
+    lines[6] = 'train/c1/img_0.jpg three'
+    f.write_text('\n'.join(lines))
+    with pytest.raises(ValueError, match=r'line 7: expected `path label`'): fn(root, tmp_path/'splits')
+    with pytest.raises(FileNotFoundError, match=f'{prefix}_train.txt'): fn(root, tmp_path/'elsewhere')
+
+# ---------------------------------------------------------------- Fashion-MNIST-LT
+def test_fashion_missing_names_every_place(tmp_path, monkeypatch):
+    monkeypatch.setenv('SWRM_DATA', str(tmp_path/'data'))
+    monkeypatch.setattr(D, 'DEBIAN_FASHION_MNIST', tmp_path/'debian')
+    with pytest.raises(FileNotFoundError) as e: find_fashion_mnist(download=False)
+    msg = str(e.value)
+    for p in (tmp_path/'data', tmp_path/'data'/'fashion-mnist', tmp_path/'debian'): assert str(p) in msg
+    assert 'apt-get install dataset-fashion-mnist' in msg and 'SWRM_DATA' in msg
+    with pytest.raises(FileNotFoundError, match=str(tmp_path/'given')): fashion_mnist_lt(path=tmp_path/'given')
+
+@pytest.mark.skipif(not HAS_FMNIST, reason='needs Fashion-MNIST (apt-get install dataset-fashion-mnist)')
+def test_fashion_found_through_swrm_data(tmp_path, monkeypatch):
+    src = find_fashion_mnist(download=False)
+    (tmp_path/'fashion-mnist').mkdir()
+    for f in src.iterdir(): (tmp_path/'fashion-mnist'/f.name).symlink_to(f)
+    monkeypatch.setenv('SWRM_DATA', str(tmp_path))
+    assert find_fashion_mnist(download=False) == tmp_path/'fashion-mnist'
+
+@pytest.mark.skipif(not HAS_FMNIST, reason='needs Fashion-MNIST (apt-get install dataset-fashion-mnist)')
+def test_fashion_mnist_lt_fit_export_interpret(tmp_path):
+    set_seed(0)
+    dls = fashion_mnist_lt(imb_factor=100, bs=256, dls_path=tmp_path)
+    counts = long_tail_counts(6000, 10, 100)
+    assert dls.class_counts.tolist() == counts.tolist() and dls.class_counts.sum() == 14886
+    assert list(dls.vocab) == FASHION_MNIST_NAMES and len(dls.valid_ds) == 10000
+    # counts from the actual training labels, and a balanced validation set
+    assert torch.bincount(torch.tensor([int(dls.train_ds[i][1]) for i in range(0, len(dls.train_ds))]), minlength=10).tolist() == counts.tolist()
+    # shot groups of Fashion-MNIST-LT at 100: 6000..166 many, 100 and 60 medium, none few -> few shows as missing
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=shot_metrics(dls.class_counts))
+    learn.remove_cb(ProgressCallback)
+    learn.fit_one_cycle(1, 1e-2)
+    names = learn.recorder.metric_names[-5:-1]
+    vals = dict(zip(names, learn.recorder.values[-1][-4:]))
+    assert names == ['accuracy', 'many_acc', 'medium_acc', 'few_acc']
+    assert vals['accuracy'] > 0.3 and math.isnan(vals['few_acc'])
+    preds, targs = learn.get_preds()
+    summary, table = shot_accuracy_table(preds, targs, dls.class_counts, names=list(dls.vocab))
+    assert abs(summary['overall'] - vals['accuracy']) < 1e-6 and abs(summary['many'] - vals['many_acc']) < 1e-6
+    assert abs(summary['medium'] - vals['medium_acc']) < 1e-6 and summary['n_few'] == 0
+    assert table.n_valid.tolist() == [1000] * 10
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert list(interp.vocab) == FASHION_MNIST_NAMES and interp.confusion_matrix().sum() == 10000
+    # export / reload: the image tables are not pickled, counts survive, prediction on a raw image works
+    learn.export('fm.pkl')
+    assert (tmp_path/'fm.pkl').stat().st_size < 2_000_000
+    learn2 = load_learner(tmp_path/'fm.pkl')
+    learn2.remove_cb(ProgressCallback)
+    assert learn2.dls.class_counts.tolist() == counts.tolist() and learn2.dls.class_names == FASHION_MNIST_NAMES
+    x_raw = D.load_fashion_mnist(download=False)[2][0]
+    pred, idx, probs = learn2.predict(x_raw)
+    lp = learn.model.eval()(dls.valid.one_batch()[0][:1])
+    assert pred == FASHION_MNIST_NAMES[int(lp.argmax())] and probs.shape == (10,)
+
+@pytest.mark.skipif(not HAS_FMNIST, reason='needs Fashion-MNIST (apt-get install dataset-fashion-mnist)')
+def test_fashion_fast_path_equals_fastai_path_and_is_fast():
+    import time
+    fast = fashion_mnist_lt(bs=64, batch_tfms=[], seed=5)
+    slow = fashion_mnist_lt(bs=64, batch_tfms=[], seed=5, item_tfms=[FlipItem(p=0.)])   # item tfm: item-by-item path
+    assert fast.valid._tables() is not None and slow.valid._tables() is None
+    xf, yf = fast.valid.one_batch(); xs, ys = slow.valid.one_batch()
+    assert torch.equal(xf, xs) and torch.equal(yf, ys) and type(xf) == type(xs) and type(yf) == type(ys)
+    assert torch.equal(fast.class_counts, slow.class_counts)
+    start = time.perf_counter()
+    n = sum(len(yb) for _, yb in fashion_mnist_lt(bs=128).train)
+    assert n == 14886 // 128 * 128 and time.perf_counter() - start < 15
