@@ -1,0 +1,95 @@
+"""Forward+backward time of every swrm_fastai loss relative to `F.cross_entropy` on the same logits.
+
+For each number of classes C and batch size B, all losses are timed side by side in one run: in every round each loss
+(and `F.cross_entropy`) runs `--iters` forward+backward passes on the same float32 logits, the order of the losses
+is shuffled per round, and the ratio printed is median(loss) / median(cross-entropy) over `--rounds` rounds. Only the
+loss is timed (no model). DySWRM's time includes its gradient hook (the Adam step on the class positions).
+
+    python bench/loss_speed.py                 # CPU, C in {10, 100, 1000}, B in {128, 512}
+    python bench/loss_speed.py --device cuda   # on a GPU
+"""
+import argparse, platform, random, statistics, time
+import torch
+import torch.nn.functional as F
+from swrm_fastai.similarity import SimilarityWindow
+from swrm_fastai.losses import (SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
+                                BalancedSoftmaxLoss)
+
+
+def long_tail(C, n_max=1000, mu=100):
+    "Exponential long-tailed counts (SPEC.md): n_c = floor(n_max * mu^(-c/(C-1)))"
+    return torch.tensor([max(1, int(n_max * mu ** (-c / (C - 1)))) for c in range(C)])
+
+
+def make_losses(C, seed=0):
+    counts = long_tail(C)
+    W = min(15, C)
+    sw = SimilarityWindow(counts, torch.randn(C, generator=torch.Generator().manual_seed(seed)), window=W)
+    return {
+        'F.cross_entropy': F.cross_entropy,
+        'SWRM': SWRMLoss.from_window(sw),
+        'SWRM (check=False)': SWRMLoss.from_window(sw, check=False),
+        'SWR': SWRLoss.from_window(sw),
+        'SWM': SWMLoss.from_window(sw),
+        'DySWRM': DySWRMLoss(counts, window=W),
+        'ClassBalanced': ClassBalancedLoss(counts),
+        'ClassBalanced focal': ClassBalancedLoss(counts, gamma=1.),
+        'LDAM': LDAMLoss(counts),
+        'LogitAdjusted': LogitAdjustedLoss(counts),
+        'BalancedSoftmax': BalancedSoftmaxLoss(counts),
+    }
+
+
+def timed(fn, z, y, iters, sync):
+    sync()
+    t = time.perf_counter()
+    for _ in range(iters):
+        z.grad = None
+        fn(z, y).backward()
+    sync()
+    return (time.perf_counter() - t) / iters
+
+
+def bench(C, B, device, rounds, iters, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, C, generator=g).to(device).requires_grad_()
+    y = torch.randint(0, C, (B,), generator=g).to(device)
+    losses = make_losses(C, seed)
+    for lf in losses.values():
+        if isinstance(lf, torch.nn.Module): lf.to(device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    for fn in losses.values(): timed(fn, z, y, 3, sync)  # warm-up
+    times = {k: [] for k in losses}
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = list(losses); rng.shuffle(order)
+        for k in order: times[k].append(timed(losses[k], z, y, iters, sync))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return med
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--classes', type=int, nargs='+', default=[10, 100, 1000])
+    ap.add_argument('--batch', type=int, nargs='+', default=[128, 512])
+    ap.add_argument('--rounds', type=int, default=15)
+    ap.add_argument('--iters', type=int, default=5)
+    ap.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    cols = [(C, B) for C in a.classes for B in a.batch]
+    res = {cb: bench(*cb, device, a.rounds, a.iters) for cb in cols}
+    names = list(next(iter(res.values())))
+    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+    print(f'Forward+backward time relative to F.cross_entropy (median of {a.rounds} rounds x {a.iters} passes; '
+          f'{device.type}: {where}; torch {torch.__version__})\n')
+    print('| loss | ' + ' | '.join(f'C={C}, B={B}' for C, B in cols) + ' |')
+    print('|---|' + '---:|' * len(cols))
+    for n in names:
+        print(f'| {n} | ' + ' | '.join(f'{res[cb][n] / res[cb]["F.cross_entropy"]:.2f}x' for cb in cols) + ' |')
+    print('| *F.cross_entropy, ms* | ' + ' | '.join(f'{res[cb]["F.cross_entropy"] * 1e3:.3f}' for cb in cols) + ' |')
+
+
+if __name__ == '__main__': main()
