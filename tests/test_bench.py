@@ -1,0 +1,154 @@
+"Integration tests of the `swrm-bench` harness: tiny real runs end to end, the results folder's consistency, CLI errors"
+import json, math, re, subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from swrm_fastai.bench import main
+
+N_CLASSES, N_TRAIN, N_TEST, N_MAX, IMB = 10, 320, 40, 300, 100
+COMMON = ['--epochs', '2', '--n-max', str(N_MAX), '--imb', str(IMB), '--seeds', '0', '1', '--threads', '1', '--no-bar']
+
+def write_idx(fname, arr):
+    "An uncompressed uint8 idx file (the MNIST format): magic 0 0 8 ndim, big-endian dims, data"
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    head = bytes([0, 0, 8, arr.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in arr.shape)
+    Path(fname).write_bytes(head + arr.tobytes())
+
+@pytest.fixture(scope='module')
+def fmnist_dir(tmp_path_factory):
+    "A small learnable Fashion-MNIST look-alike: class c is a bright 6x6 patch at a class-specific place, plus noise"
+    d = tmp_path_factory.mktemp('fmnist')
+    rng = np.random.default_rng(0)
+    def make(n_per_class):
+        y = np.repeat(np.arange(N_CLASSES), n_per_class); rng.shuffle(y)
+        x = rng.integers(0, 60, (len(y), 28, 28))
+        for i, c in enumerate(y):
+            r, col = 2 + 8 * (c // 3), 2 + 8 * (c % 3)
+            x[i, r:r + 6, col:col + 6] += 180
+        return x.clip(0, 255).astype(np.uint8), y.astype(np.uint8)
+    (xtr, ytr), (xte, yte) = make(N_TRAIN), make(N_TEST)
+    for name, a in [('train-images-idx3-ubyte', xtr), ('train-labels-idx1-ubyte', ytr),
+                    ('t10k-images-idx3-ubyte', xte), ('t10k-labels-idx1-ubyte', yte)]: write_idx(d/name, a)
+    return d
+
+def expected_counts(n_max, C, imb):
+    "SPEC.md's exponential profile, written out independently: floor(n_max * imb^(-c/(C-1)))"
+    return [math.floor(n_max * imb ** (-c / (C - 1))) for c in range(C)]
+
+def group_of(n): return 'many' if n > 100 else ('few' if n < 20 else 'medium')
+
+def parse_table(md):
+    "{label: {column: (mean, std) or None}} from a table.md"
+    lines = [l for l in md.splitlines() if l.startswith('|')]
+    cols = [c.strip() for c in lines[0].strip('|').split('|')]
+    out = {}
+    for l in lines[2:]:
+        cells = dict(zip(cols, (c.strip() for c in l.strip('|').split('|'))))
+        row = {}
+        for k in ('overall', 'many', 'medium', 'few'):
+            m = re.fullmatch(r'(-?[\d.]+)(?: ± ([\d.]+))?', cells[k])
+            row[k] = None if cells[k] == '–' else (float(m[1]), None if m[2] is None else float(m[2]))
+        out[cells['method']] = row
+    return out
+
+@pytest.fixture(scope='module')
+def tiny_run(fmnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench')/'res'
+    rc = main(['--methods', 'ce,swrm', '--data-root', str(fmnist_dir), '--out', str(out)] + COMMON)
+    assert rc == 0
+    return out
+
+def test_outputs_exist(tiny_run):
+    for f in ['table.md', 'results.csv', 'runs.csv', 'per_class.csv', 'per_class_mean.csv', 'tail_confusions.csv',
+              'tail_confusions.md', 'config.json', 'log.txt', 'confusion_ce.png', 'confusion_swrm.png',
+              'class_weights.png', 'similarity_window.png']:
+        p = tiny_run/f
+        assert p.is_file() and p.stat().st_size > 0, f
+    assert (tiny_run/'confusion_ce.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+def test_table_equals_csv(tiny_run):
+    "Every number of table.md is the CSV's mean and std, rounded; the CSV's mean/std are those of runs.csv"
+    res, runs = pd.read_csv(tiny_run/'results.csv'), pd.read_csv(tiny_run/'runs.csv')
+    table = parse_table((tiny_run/'table.md').read_text())
+    assert list(table) == ['CE', 'SWRM'] and list(res.method) == ['ce', 'swrm']
+    assert len(runs) == 4 and sorted(runs.seed.unique()) == [0, 1]
+    for label, m in [('CE', 'ce'), ('SWRM', 'swrm')]:
+        r, per_seed = res[res.method == m].iloc[0], runs[runs.method == m]
+        assert r.n_seeds == 2
+        for k in ('overall', 'many', 'medium', 'few'):
+            vals = per_seed[k].to_numpy(float)
+            assert r[f'{k}_mean'] == pytest.approx(vals.mean(), abs=1e-9)
+            assert r[f'{k}_std'] == pytest.approx(np.std(vals, ddof=1), abs=1e-9)
+            mean, std = table[label][k]
+            assert mean == round(r[f'{k}_mean'], 2) and std == round(r[f'{k}_std'], 2)
+
+def test_groups_from_per_class(tiny_run):
+    "Group scores equal the mean of per-class accuracies inside SPEC.md's groups; overall is correct/total"
+    pc, runs = pd.read_csv(tiny_run/'per_class.csv'), pd.read_csv(tiny_run/'runs.csv')
+    counts = expected_counts(N_MAX, N_CLASSES, IMB)
+    for (m, s), d in pc.groupby(['method', 'seed']):
+        d = d.sort_values('class')
+        assert d.train_count.tolist() == counts and (d.n_valid == N_TEST).all()
+        assert np.allclose(d.accuracy, 100 * d.correct / d.n_valid)
+        run = runs[(runs.method == m) & (runs.seed == s)].iloc[0]
+        assert run.overall == pytest.approx(100 * d.correct.sum() / d.n_valid.sum())
+        g = np.array([group_of(n) for n in counts])
+        for k in ('many', 'medium', 'few'):
+            assert run[k] == pytest.approx(d.accuracy.to_numpy()[g == k].mean())
+    wide = pd.read_csv(tiny_run/'per_class_mean.csv')
+    assert np.allclose(wide.swrm, pc[pc.method == 'swrm'].groupby('class').accuracy.mean().sort_index())
+
+def test_tail_confusions_and_config(tiny_run):
+    "Table 1: tail -> head pairs only, percentages bounded by each true class's error rate; config has the run"
+    t, pc = pd.read_csv(tiny_run/'tail_confusions.csv'), pd.read_csv(tiny_run/'per_class.csv')
+    assert {'pct_CE', 'pct_SWRM', 'change'} <= set(t.columns)
+    assert (t.true_count <= 100).all() and (t.pred_count > 100).all()
+    assert np.allclose(t.change, t.pct_SWRM - t.pct_CE)
+    acc0 = pc[(pc.method == 'ce') & (pc.seed == 0)].set_index('class').accuracy
+    for true, d in t.groupby('true_idx'): assert d.pct_CE.sum() <= 100 - acc0[true] + 1e-6
+    conf = json.loads((tiny_run/'config.json').read_text())
+    assert conf['counts'] == expected_counts(N_MAX, N_CLASSES, IMB) and conf['n_train'] == sum(conf['counts'])
+    assert conf['methods'] == ['ce', 'swrm'] and conf['seeds'] == [0, 1] and conf['epochs'] == 2
+    assert conf['versions']['torch'] and conf['versions']['fastai']
+    sc = conf['switch_cost']
+    assert sc['n_runs'] == 2 and sc['switch_time_s'] > 0 and sc['epochs'] == pytest.approx(sc['switch_time_s'] / sc['epoch_time_s'])
+    log = (tiny_run/'log.txt').read_text()
+    assert log.count('SimilarityWindowCallback: epoch 1') == 2  # switch at round(0.7 * 2) = 1, once per seed
+
+def test_sweep(fmnist_dir, tmp_path):
+    out = tmp_path/'sweep'
+    argv = ['--sweep', 'beta=0,2', '--data-root', str(fmnist_dir), '--out', str(out)] + COMMON
+    argv[argv.index('--seeds') + 1:argv.index('--seeds') + 3] = ['0']  # one seed
+    assert main(argv) == 0
+    res = pd.read_csv(out/'results.csv')
+    assert res[['param', 'value', 'method']].values.tolist() == [['beta', 0.0, 'swrm'], ['beta', 2.0, 'swrm']]
+    assert (out/'sweep_beta.png').stat().st_size > 0
+    log = (out/'log.txt').read_text()
+    assert 'beta=0, tau=1; weights' in log and 'beta=2, tau=1; weights' in log and 'margins 0.000..0.000' in log
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--methods', 'ce,nosuch'], "unknown method 'nosuch'"),
+    (['--dataset', 'mnist-lt'], "unknown dataset 'mnist-lt'"),
+    (['--sweep', 'window'], 'bad sweep'),
+    (['--sweep', 'window=2,x'], 'bad sweep value'),
+    (['--sweep', 'gamma=1,2'], "cannot sweep 'gamma'"),
+    (['--epochs', 'many'], "invalid int value"),
+    (['--switch', '1.5'], 'switch must be'),
+    (['--data-root', '/nonexistent/fmnist'], 'cannot load fashion-mnist-lt: Fashion-MNIST not found'),
+    (['--dataset', 'imagenet-lt'], 'needs --data-root'),
+    (['--dataset', 'places-lt', '--data-root', '/nonexistent/places'], 'cannot load places-lt'),
+])
+def test_bad_arguments(argv, msg, capsys):
+    assert main(argv + ['--no-bar']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('swrm-bench: error: ') and msg in err and err.count('\n') == 1 and 'Traceback' not in err
+
+def test_bad_window_after_loading(fmnist_dir, capsys):
+    "W must fit the data's C = 10: known only once the data is loaded, still one line and exit 2"
+    assert main(['--window', '11', '--n-max', str(N_MAX), '--data-root', str(fmnist_dir), '--no-bar']) == 2
+    err = capsys.readouterr().err
+    assert 'window size W must be an integer in 2..C = 2..10' in err and err.count('\n') == 1
+
+def test_cli_subprocess():
+    "`python -m swrm_fastai.bench` exits 2 with one line on stderr"
+    p = subprocess.run([sys.executable, '-m', 'swrm_fastai.bench', '--methods', 'nosuch'], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()] and 'unknown method' in p.stderr
