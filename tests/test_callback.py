@@ -21,10 +21,9 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
-@pytest.fixture(scope='module')
-def img_path(tmp_path_factory):
-    "train/ and valid/ folders of 16x16 PNGs, one colour per class plus noise"
-    root = tmp_path_factory.mktemp('lt_images'); rng = np.random.default_rng(0)
+def write_images(root):
+    "train/ and valid/ folders of 16x16 PNGs under `root`, one colour per class plus noise, long-tailed `COUNTS`"
+    rng = np.random.default_rng(0)
     colours = rng.integers(30, 225, size=(len(COUNTS), 3))
     for split, counts in (('train', COUNTS), ('valid', [2] * len(COUNTS))):
         for c, n in enumerate(counts):
@@ -33,6 +32,9 @@ def img_path(tmp_path_factory):
                 a = np.clip(colours[c] + rng.normal(0, 25, size=(PX, PX, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(a).save(d/f'{i}.png')
     return root
+
+@pytest.fixture(scope='module')
+def img_path(tmp_path_factory): return write_images(tmp_path_factory.mktemp('lt_images'))
 
 def make_dls(path, bs=16, vocab=None):
     blk = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=get_image_files, get_y=parent_label,
