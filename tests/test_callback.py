@@ -143,6 +143,11 @@ def test_save_load_export(img_path, tmp_path):
     torch.testing.assert_close(fresh.similarity_window.weights, sw.weights)
     z, y = torch.randn(5, 10), torch.arange(5)
     torch.testing.assert_close(fresh.loss_func(z, y), lf(z, y))
+    # resuming: a fresh learner with the callback, loaded after the switch, keeps the loaded loss and never re-switches
+    cb = SimilarityWindowCallback(start_epoch=0, window=5, verbose=False)
+    resumed = make_learner(img_path, seed=1, cbs=cb); resumed.load('stage2'); loaded = resumed.loss_func
+    with resumed.no_bar(), resumed.no_logging(): resumed.fit(1, 1e-4)
+    assert resumed.loss_func is loaded and cb.switched and cb.prototypes_ is None
     # export / load_learner / predict
     learn.export(tmp_path/'export.pkl')
     with warnings.catch_warnings():
