@@ -4,7 +4,7 @@ import numpy as np, pytest, torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (vision_learner, resnet18, ImageDataLoaders, DataBlock, ImageBlock, CategoryBlock,
                                get_image_files, parent_label, GrandparentSplitter, Callback, CrossEntropyLossFlat,
-                               MixUp, load_learner, Learner)
+                               MixUp, Flip, load_learner, Learner)
 from fastai.callback.progress import no_bar  # noqa: F401
 from swrm_fastai.similarity import SimilarityWindow, embed_1d, swr_weights, swm_margins
 from swrm_fastai.losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss
@@ -36,9 +36,9 @@ def write_images(root):
 @pytest.fixture(scope='module')
 def img_path(tmp_path_factory): return write_images(tmp_path_factory.mktemp('lt_images'))
 
-def make_dls(path, bs=16, vocab=None):
+def make_dls(path, bs=16, vocab=None, batch_tfms=None):
     blk = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=get_image_files, get_y=parent_label,
-                    splitter=GrandparentSplitter(train_name='train', valid_name='valid'))
+                    splitter=GrandparentSplitter(train_name='train', valid_name='valid'), batch_tfms=batch_tfms)
     return blk.dataloaders(path, bs=bs, num_workers=0)
 
 def make_learner(path, cbs=None, seed=0, **kwargs):
@@ -172,6 +172,18 @@ def test_prototypes_batch_size_invariant(img_path):
     assert n4.tolist() == n32.tolist() == COUNTS
     ref, _ = features_by_hand(learn.model, learn.dls)
     torch.testing.assert_close(p4, ref, rtol=1e-4, atol=1e-5)
+
+@pytest.mark.parametrize('augment', [False, True])
+def test_pass_without_augmentation(img_path, augment):
+    "The prototype pass uses the validation transforms unless augment=True (training-only Flip(p=1) here)"
+    log = LossLog(snap_epoch=0)
+    torch.manual_seed(0)
+    cb = SimilarityWindowCallback(start_epoch=0, window=5, augment=augment, verbose=False)
+    learn = vision_learner(make_dls(img_path, batch_tfms=Flip(p=1.)), resnet18, pretrained=False, cbs=[log, cb])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    plain, _ = features_by_hand(log.snap, make_dls(img_path))  # the same images, never flipped
+    if augment: assert not torch.allclose(cb.prototypes_, plain, rtol=1e-4, atol=1e-5)
+    else: torch.testing.assert_close(cb.prototypes_, plain, rtol=1e-4, atol=1e-5)
 
 def test_dyswrm_and_drw(img_path):
     learn = make_learner(img_path, cbs=SimilarityWindowCallback(start_epoch=0, window=5, loss='dyswrm', verbose=False))
