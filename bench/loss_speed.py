@@ -2,13 +2,16 @@
 
 For each number of classes C and batch size B, all losses are timed side by side in one run: in every round each loss
 (and `F.cross_entropy`) runs `--iters` forward+backward passes on the same float32 logits, the order of the losses
-is shuffled per round, and the ratio printed is median(loss) / median(cross-entropy) over `--rounds` rounds. Only the
+is shuffled per round, and the ratio printed is min(loss) / min(cross-entropy) over `--rounds` rounds (the best round
+is the one least disturbed by other work, as `timeit` recommends). Only the
 loss is timed (no model). DySWRM's time includes its gradient hook (the Adam step on the class positions).
+On the CPU the clock is the process's CPU time (so other processes on the same cores do not inflate one loss more than
+another; use `--threads 1` on a shared machine), on a GPU the wall time between synchronisations.
 
     python bench/loss_speed.py                 # CPU, C in {10, 100, 1000}, B in {128, 512}
     python bench/loss_speed.py --device cuda   # on a GPU
 """
-import argparse, platform, random, statistics, time
+import argparse, platform, random, time
 import torch
 import torch.nn.functional as F
 from swrm_fastai.similarity import SimilarityWindow
@@ -40,14 +43,14 @@ def make_losses(C, seed=0):
     }
 
 
-def timed(fn, z, y, iters, sync):
+def timed(fn, z, y, iters, sync, clock):
     sync()
-    t = time.perf_counter()
+    t = clock()
     for _ in range(iters):
         z.grad = None
         fn(z, y).backward()
     sync()
-    return (time.perf_counter() - t) / iters
+    return (clock() - t) / iters
 
 
 def bench(C, B, device, rounds, iters, seed=0):
@@ -58,14 +61,15 @@ def bench(C, B, device, rounds, iters, seed=0):
     for lf in losses.values():
         if isinstance(lf, torch.nn.Module): lf.to(device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for fn in losses.values(): timed(fn, z, y, 3, sync)  # warm-up
+    # CPU: CPU time of this process, robust to other processes sharing the cores; GPU: wall time after synchronising
+    clock = time.perf_counter if device.type == 'cuda' else time.process_time
+    for fn in losses.values(): timed(fn, z, y, 3, sync, clock)  # warm-up
     times = {k: [] for k in losses}
     rng = random.Random(seed)
     for _ in range(rounds):
         order = list(losses); rng.shuffle(order)
-        for k in order: times[k].append(timed(losses[k], z, y, iters, sync))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return med
+        for k in order: times[k].append(timed(losses[k], z, y, iters, sync, clock))
+    return {k: min(v) for k, v in times.items()}  # best round: the least disturbed by other processes (as timeit)
 
 
 def main():
@@ -83,7 +87,8 @@ def main():
     res = {cb: bench(*cb, device, a.rounds, a.iters) for cb in cols}
     names = list(next(iter(res.values())))
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
-    print(f'Forward+backward time relative to F.cross_entropy (median of {a.rounds} rounds x {a.iters} passes; '
+    clock = 'wall time' if device.type == 'cuda' else 'process CPU time'
+    print(f'Forward+backward time relative to F.cross_entropy (best of {a.rounds} rounds x {a.iters} passes, {clock}; '
           f'{device.type}: {where}; torch {torch.__version__})\n')
     print('| loss | ' + ' | '.join(f'C={C}, B={B}' for C, B in cols) + ' |')
     print('|---|' + '---:|' * len(cols))
