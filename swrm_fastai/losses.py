@@ -16,7 +16,7 @@ from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
 from torch.optim.adam import adam
-from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_members,
+from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_members, window_index,
                                     window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
 
 # %% auto #0
@@ -430,7 +430,7 @@ class DySWRMLoss(MarginCELoss):
     def class_terms(self) -> tuple:
         "SWR weights (Eq. 2, no gradient) and SWM margins (Eq. 3, differentiable) from the current positions"
         p = self.positions
-        members = window_members(p.detach(), self.window)
+        members = window_index(p.detach(), self.window)  # no host sync: positions are kept finite by the hook
         margins = window_margins(p, members, self.beta, self.tau)
         if self.weight is not None: weights = self.weight
         else:
