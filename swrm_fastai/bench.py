@@ -305,11 +305,11 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     start = time.perf_counter()
     learn.fit(n_epoch, cfg['lr'], cbs=fit_cbs)
     train_time, start = time.perf_counter() - start, time.perf_counter()
-    preds, targs, losses = learn.get_preds(dl=dls.valid, with_loss=True)
+    preds, targs = learn.get_preds(dl=dls.valid)
     eval_time = time.perf_counter() - start
     sw = next((cb for cb in cbs if getattr(cb, 'switch_time', None) is not None), None)
     return dict(method=method, seed=seed, learn=learn, preds=preds, targs=targs.as_subclass(torch.Tensor),
-                losses=losses, epoch_times=timer.times, train_time=train_time, eval_time=eval_time,
+                epoch_times=timer.times, train_time=train_time, eval_time=eval_time,
                 switch_time=None if sw is None else sw.switch_time, switch_timings=None if sw is None else dict(sw.timings),
                 messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
 
@@ -454,7 +454,8 @@ def run_bench(cfg:dict, # from `bench_config`
         res = fit_method(dls, method, seed, {**cfg, **over}, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(jobs)}:')
         scores, pc = run_scores(res['preds'], res['targs'], counts, names)
         et, extra = res['epoch_times'], {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
-        row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], epoch_time_s=float(np.mean(et)) if et else float('nan'),
+        row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], eval_time_s=res['eval_time'],
+                   epoch_time_s=float(np.mean(et)) if et else float('nan'),
                    switch_time_s=res['switch_time'] if res['switch_time'] is not None else float('nan'),
                    prototypes_time_s=(res['switch_timings'] or {}).get('prototypes', float('nan')),
                    embedding_time_s=(res['switch_timings'] or {}).get('embedding', float('nan')))
