@@ -10,8 +10,11 @@ another; use `--threads 1` on a shared machine), on a GPU the wall time between 
 
     python bench/loss_speed.py                 # CPU, C in {10, 100, 1000}, B in {128, 512}
     python bench/loss_speed.py --device cuda   # on a GPU
+
+On Linux the CPU run first tells glibc to keep freed memory (`steady_malloc`), so that large tensors are not
+page-faulted anew at every call; `--system-malloc` measures with the default allocator instead.
 """
-import argparse, platform, random, time
+import argparse, ctypes, ctypes.util, platform, random, time
 import torch
 import torch.nn.functional as F
 from swrm_fastai.similarity import SimilarityWindow
@@ -72,6 +75,22 @@ def bench(C, B, device, rounds, iters, seed=0):
     return {k: min(v) for k, v in times.items()}  # best round: the least disturbed by other processes (as timeit)
 
 
+def steady_malloc():
+    """Keep freed memory in glibc's heap instead of returning it to the system after every large free.
+
+    A [512, 1000] float32 tensor is 2 MB, above glibc's mmap threshold: by default each such tensor is a fresh `mmap`,
+    and the first touch of every 4 KB page is a page fault. Which loss pays for them depends on the allocator's history
+    (in a virtual machine a run can show cross-entropy at 0.6 ms or 1.0 ms, and any loss 1x to 5x slower), so the
+    ratios would measure page faults, not losses. Reusing memory is what PyTorch's CUDA caching allocator (and the
+    jemalloc/tcmalloc that PyTorch's CPU tuning guide recommends) does anyway. Returns whether it could be set."""
+    path = ctypes.util.find_library('c')
+    if platform.system() != 'Linux' or not path: return False
+    try: libc = ctypes.CDLL(path)
+    except OSError: return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--device', default='cpu')
@@ -80,7 +99,9 @@ def main():
     ap.add_argument('--rounds', type=int, default=15)
     ap.add_argument('--iters', type=int, default=5)
     ap.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
+    ap.add_argument('--system-malloc', action='store_true', help="keep glibc's default (page faults on large tensors)")
     a = ap.parse_args()
+    steady = False if a.system_malloc else steady_malloc()
     if a.threads: torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     cols = [(C, B) for C in a.classes for B in a.batch]
@@ -89,7 +110,8 @@ def main():
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
     clock = 'wall time' if device.type == 'cuda' else 'process CPU time'
     print(f'Forward+backward time relative to F.cross_entropy (best of {a.rounds} rounds x {a.iters} passes, {clock}; '
-          f'{device.type}: {where}; torch {torch.__version__})\n')
+          f'{device.type}: {where}; torch {torch.__version__}; '
+          f'{"glibc keeps freed memory" if steady else "system malloc"})\n')
     print('| loss | ' + ' | '.join(f'C={C}, B={B}' for C, B in cols) + ' |')
     print('|---|' + '---:|' * len(cols))
     for n in names:
