@@ -17,18 +17,14 @@ page-faulted anew at every call; `--system-malloc` measures with the default all
 import argparse, ctypes, ctypes.util, platform, random, time
 import torch
 import torch.nn.functional as F
+from swrm_fastai.data import long_tail_counts
 from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.losses import (SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss)
 
 
-def long_tail(C, n_max=1000, mu=100):
-    "Exponential long-tailed counts (SPEC.md): n_c = floor(n_max * mu^(-c/(C-1)))"
-    return torch.tensor([max(1, int(n_max * mu ** (-c / (C - 1)))) for c in range(C)])
-
-
 def make_losses(C, seed=0):
-    counts = long_tail(C)
+    counts = long_tail_counts(1000, C, 100)  # exponential profile, head 1000, imbalance 100
     W = min(15, C)
     sw = SimilarityWindow(counts, torch.randn(C, generator=torch.Generator().manual_seed(seed)), window=W)
     return {
