@@ -16,7 +16,7 @@ from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
 from torch.optim.adam import adam
-from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_members, window_index,
+from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
                                     window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
 
 # %% auto #0
@@ -172,7 +172,7 @@ class MarginCELoss(nn.Module):
         for name, v in (('weight', weight), ('target_margin', target_margin), ('class_offset', class_offset)):
             self.register_buffer(name, None if v is None else self._class_vector(v, name))
         if self.weight is not None and (self.weight < 0).any(): raise ValueError("class weights must be >= 0")
-        self.margin_nonneg = self.target_margin is None or bool((self.target_margin >= -1e-6).all())  # read once, here
+        self._set_margin_flag()
         store_attr('scale,gamma,axis,flatten,check')
         self.reduction = reduction
         self._record(n_classes=n_classes, weight=weight, target_margin=target_margin, class_offset=class_offset,
@@ -193,6 +193,14 @@ class MarginCELoss(nn.Module):
     def reduction(self) -> str: return self._reduction
     @reduction.setter
     def reduction(self, v:str): self._reduction = check_reduction(v)
+
+    def _set_margin_flag(self):
+        "Read once whether every margin is >= 0 (the fast exact path of `margin_ce`), not at every batch"
+        self.margin_nonneg = self.target_margin is None or bool((self.target_margin >= -1e-6).all())
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._set_margin_flag()  # loaded margins may have the other sign
 
     def class_terms(self) -> tuple:
         "The per-class (weight, target_margin, class_offset) used for the next batch"
@@ -363,7 +371,6 @@ class DySWRMLoss(MarginCELoss):
         if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"lr must be a finite number >= 0, got {lr}")
         super().__init__(C, weight=weight, **kwargs)
         self.register_buffer('counts', n.float())
-        self.margin_nonneg = True  # Eq. 3 margins are >= 0 by construction
         self.positions = nn.Parameter(init_positions(C, init, seed))
         self.register_buffer('exp_avg', torch.zeros(C))
         self.register_buffer('exp_avg_sq', torch.zeros(C))
@@ -394,8 +401,10 @@ class DySWRMLoss(MarginCELoss):
         if ws > 1:
             torch.distributed.all_reduce(g); g.div_(ws)
         found_inf = (~torch.isfinite(g).all()).to(g.dtype)
-        try: self._fused_adam(p, g, found_inf)
-        except (RuntimeError, NotImplementedError): self._masked_adam(p, g, found_inf)
+        if self.__dict__.get('_no_fused') != p.device.type:
+            try: self._fused_adam(p, g, found_inf); p.grad = None; return
+            except (RuntimeError, NotImplementedError): self.__dict__['_no_fused'] = p.device.type  # no fused kernel here
+        self._masked_adam(p, g, found_inf)
         p.grad = None
 
     def _fused_adam(self, p, g, found_inf):
@@ -420,7 +429,7 @@ class DySWRMLoss(MarginCELoss):
 
     def __getstate__(self):
         d = self.__dict__.copy()
-        d.pop('_hook_handle', None); d.pop('_hooked', None)
+        d.pop('_hook_handle', None); d.pop('_hooked', None); d.pop('_no_fused', None)
         return d
 
     def __setstate__(self, d):

@@ -114,7 +114,7 @@ def swr_weights(counts, # per-class training counts
     "SWR class weights (Eq. 2) on the device of `positions`"
     p = check_positions(positions)
     n = check_counts(counts, len(p)).to(device=p.device, dtype=p.dtype)
-    return window_weights(n, window_members(p, window), normalize)
+    return window_weights(n, window_index(p, check_window(window, len(p))), normalize)
 
 # %% ../nbs/00_similarity.ipynb #769c6a3d
 def standardize(positions:Tensor, # one position per class
@@ -185,7 +185,7 @@ class SimilarityWindow:
             raise ValueError(f"{len(names)} names given for {len(positions)} classes")
         store_attr()
         self.order, self.ranks = rank_classes(positions)
-        self.members = window_members(positions, window)
+        self.members = window_index(positions, window)
         self.weights = window_weights(counts, self.members, normalize)
         self.margins = window_margins(positions, self.members, beta, tau)
 
