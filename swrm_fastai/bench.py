@@ -601,7 +601,7 @@ def bench_parser() -> argparse.ArgumentParser:
       f"{','.join(QUICK_METHODS)}; with --sweep: swrm)")
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
-      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (about 3 minutes on 2 CPU cores)")
+      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
     a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
