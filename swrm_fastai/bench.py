@@ -560,7 +560,7 @@ def write_plots(res:dict, out:Path) -> list:
             for g, mk in zip(SCORES, 'osd^'):
                 ax.errorbar(d.value, d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2,
                             label=g if len(cfg['methods']) == 1 else f'{METHODS[m][0]} {g}')
-        ax.set_xticks(sorted(set(s.value))); ax.set_xticklabels([f'{v:g}' for v in sorted(set(s.value))])
+        vals = sorted(set(s.value)); ax.set_xticks(vals); ax.set_xticklabels([f'{v:g}' for v in vals])
         ax.set_xlabel({'window': 'window size W', 'beta': 'beta'}.get(p, p)); ax.set_ylabel('top-1 accuracy (%)')
         ax.set_title(f"{cfg['dataset']}: effect of {p}"); ax.legend(fontsize=8); ax.grid(alpha=.3)
         _save(ax, out/f'sweep_{p}.png'); files.append(f'sweep_{p}.png')
