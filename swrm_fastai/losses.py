@@ -401,17 +401,19 @@ class DySWRMLoss(MarginCELoss):
         if ws > 1:
             torch.distributed.all_reduce(g); g.div_(ws)
         found_inf = (~torch.isfinite(g).all()).to(g.dtype)
-        if self.__dict__.get('_no_fused') != p.device.type:
-            try: self._fused_adam(p, g, found_inf); p.grad = None; return
-            except (RuntimeError, NotImplementedError): self.__dict__['_no_fused'] = p.device.type  # no fused kernel here
-        self._masked_adam(p, g, found_inf)
+        if not self._fused_adam(p, g, found_inf): self._masked_adam(p, g, found_inf)
         p.grad = None
 
-    def _fused_adam(self, p, g, found_inf):
-        "torch's fused Adam kernel (one call); `found_inf` makes it skip the step and keep the step count"
-        adam([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [self.n_steps], fused=True, found_inf=found_inf,
-             grad_scale=None, has_complex=False, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-             weight_decay=0., eps=self.eps, maximize=False)
+    def _fused_adam(self, p, g, found_inf) -> bool:
+        "torch's fused Adam kernel (one call; `found_inf` skips the step); False where this device type has none"
+        if self.__dict__.get('_no_fused') == p.device.type: return False
+        try: adam([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [self.n_steps], fused=True, found_inf=found_inf,
+                  grad_scale=None, has_complex=False, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
+                  weight_decay=0., eps=self.eps, maximize=False)
+        except (RuntimeError, NotImplementedError):
+            self.__dict__['_no_fused'] = p.device.type  # remembered: no exception at every step
+            return False
+        return True
 
     def _masked_adam(self, p, g, found_inf):
         "The same Adam step in plain tensor ops, for devices without the fused kernel"
