@@ -20,7 +20,7 @@ from .similarity import (check_counts, check_positions, check_window, check_beta
                                     window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
 
 # %% auto #0
-__all__ = ['check_reduction', 'check_logits_targets', 'target_margin_ce', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
+__all__ = ['check_reduction', 'check_logits_targets', 'logit_margin_needed', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
            'SWMLoss', 'init_positions', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss',
            'NormedLinear', 'cosine_head', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss',
            'class_counts', 'sidecar_path', 'swrm_learner_state', 'restore_swrm_state']
@@ -74,30 +74,87 @@ def _no_autocast(device_type):
     except (TypeError, RuntimeError): on = torch.is_autocast_enabled()
     return torch.autocast(device_type, enabled=False) if on else contextlib.nullcontext()
 
-class _TargetMarginCE(torch.autograd.Function):
-    "`log1p(expm1(ce) exp(-m))` in float64 with its closed-form gradient (few operations on B numbers)"
+def logit_margin_needed(margin:Tensor, # [C] margins added to the target logit
+                        scale:float=1., # logit scale s
+                       ) -> bool:
+    "Whether some `scale * margin < -1`, so the margin must be added to the logits (else the closed form is exact)"
+    return bool((margin.detach() * scale < -1).any())
+
+def _prod(*vs):
+    "Product of the tensors in `vs` that are not None (None if all are)"
+    out = None
+    for v in vs:
+        if v is not None: out = v if out is None else out * v
+    return out
+
+def _per_class_sum(n, y, v): return v.new_zeros(n).index_add_(0, y, v)
+
+def _target_margin(ce, m):
+    "`(ce_m, d ce_m / d ce)`: the cross-entropy after adding `m` to the target logit, from the plain `ce`"
+    x = ce - m
+    cem = F.softplus(x + torch.expm1(-ce).neg_().log_(), threshold=20 if ce.dtype != torch.float64 else 40)
+    return cem, (x - cem).exp_()
+
+def _focal(ce, gamma):
+    "`(loss, d loss / d ce)` of the focal loss `(1 - p)^gamma ce`, `p = exp(-ce)`"
+    a = torch.expm1(-ce).neg_()  # 1 - p, exact near p = 1
+    fac = a.pow(gamma)
+    ce_over_a = torch.where(a > 0, ce / a, torch.ones_like(a))  # -> 1 as ce -> 0
+    return fac * ce, fac * (1 + gamma * (1 - a) * ce_over_a)
+
+class _MarginCE(torch.autograd.Function):
+    "`margin_ce` on [N, C] logits as one autograd node: softmax and two row maxima forward, one multiply backward"
     @staticmethod
-    def forward(ctx, ce, m):
-        ce64, m64 = ce.double(), m.double()
-        x = ce64 - m64                      # log(expm1(ce) exp(-m)) - log(1 - p_y)
-        a = -torch.expm1(-ce64)             # 1 - p_y, in [0, 1]
-        f = torch.where(x > 0, x + torch.log(a + torch.exp(-x.clamp(min=0))), torch.log1p(torch.exp(x.clamp(max=0)) * a))
-        ctx.save_for_backward(x, f)
-        return f.to(ce.dtype)
+    def forward(ctx, z, y, w, m, o, scale, gamma, m_in_logits, reduction):
+        N, y1 = len(y), y.view(-1, 1)
+        zz = z if o is None else z + o
+        if scale != 1: zz = zz * scale if zz is z else zz.mul_(scale)
+        my = None if m is None else m.gather(0, y) if scale == 1 else m.gather(0, y) * scale
+        if my is not None and m_in_logits: zz = (zz.clone() if zz is z else zz).scatter_add_(1, y1, my.view(-1, 1))
+        p = torch.softmax(zz, 1)
+        # -log p_y = (max z - z_y) + log sum exp(z - max z), and the softmax's largest entry is 1 / sum exp(z - max z)
+        ce = (torch.amax(zz, 1) - zz.gather(1, y1).view(-1)).sub_(torch.amax(p, 1).log_())
+        k = None                                           # d ce_m / d ce (closed-form margin)
+        if my is not None and not m_in_logits: ce, k = _target_margin(ce, my)
+        loss, dh = (ce, None) if not gamma else _focal(ce, gamma)
+        wy = None if w is None else w.gather(0, y)
+        out = loss if wy is None else loss * wy
+        if reduction != 'none': out = out.mean() if reduction == 'mean' else out.sum()
+        dce = _prod(dh, wy)                                # d out_b / d ce_m, before the reduction (None: 1)
+        dm = None
+        if k is not None and m.requires_grad:              # d ce_m / d (s m) = -(1 - p'_y)
+            dm = _prod(dce, torch.expm1(-ce).neg_())
+            if scale != 1: dm = dm * scale
+        ctx.save_for_backward(p, y, _prod(dce, k), dm, loss if w is not None and w.requires_grad else None)
+        ctx.red = (1 / N if N else math.nan) if reduction == 'mean' else 1.
+        ctx.scale = scale
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        x, f = ctx.saved_tensors
-        g64 = g.double()
-        d_ce = (g64 * torch.exp(x - f)).to(g.dtype) if ctx.needs_input_grad[0] else None  # e^(ce-m) / (1 + r)
-        d_m = (g64 * torch.expm1(-f)).to(g.dtype) if ctx.needs_input_grad[1] else None    # -r / (1 + r)
-        return d_ce, d_m
+        p, y, dz, dm, loss = ctx.saved_tensors
+        N, C = p.shape
+        g = g * ctx.red if ctx.red != 1 else g
+        need_z, _, need_w, need_m, need_o = ctx.needs_input_grad[:5]
+        gz = gw = gm = go = None
+        if need_z or need_o or (need_m and dm is None):
+            c = g if dz is None else g * dz                 # d L / d ce_b, ce of the logits the softmax saw
+            if ctx.scale != 1: c = c * ctx.scale
+            c = c.expand(N).reshape(-1, 1)
+            gz = (p * c).scatter_add_(1, y.view(-1, 1), -c)   # (p - e_y) d L / d ce_b
+            if need_o: go = gz.sum(0)
+            if need_m and dm is None: gm = _per_class_sum(C, y, gz.gather(1, y.view(-1, 1)).view(-1))
+        if need_m and dm is not None: gm = _per_class_sum(C, y, (-g * dm).expand(N))
+        if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
+        return gz if need_z else None, None, gw, gm, go, None, None, None, None
 
-def target_margin_ce(ce:Tensor, # [B] cross-entropy `-log p_y` of the unadjusted logits
-                     m:Tensor, # [B] margin added to each sample's target logit
-                    ) -> Tensor:
-    "Cross-entropy after adding `m` to the target logit, from the plain one: `log1p(expm1(ce) * exp(-m))`"
-    return _TargetMarginCE.apply(ce, m.to(ce.dtype))
+def _check_loss_finite(out, zf, logits, target):
+    "One host read: raise a `ValueError` if the logits hold a NaN/inf (naming how many rows) or the loss is not finite"
+    if math.isfinite(float(zf.detach().sum() + out.detach().sum())): return
+    check_logits_targets(logits, target, True)  # counts the rows with non-finite logits
+    if not torch.isfinite(out.detach()).all():
+        raise ValueError(f"the loss is not finite although every logit is (largest |logit| "
+                         f"{zf.detach().abs().max().item():.3g}): scale the logits down")
 
 def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
@@ -108,32 +165,35 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
               gamma:float=0., # focal exponent; 0 is plain cross-entropy
               reduction:str='mean', # 'mean' = (1/B) sum, 'sum' or 'none'
               check:bool|str='auto', # value checks: True, False or 'auto' (on CPU only)
-              margin_nonneg:bool|None=None, # every margin >= 0 (fast exact path); None = find out (a host read)
+              margin_in_logits:bool|None=None, # add the margin to the logits (see above); None = `logit_margin_needed`
              ) -> Tensor:
     "Weighted, margin-adjusted, scaled, focal cross-entropy computed in float32: the core of every loss here"
     z, y = _plain(logits), _plain(target)
     check_reduction(reduction)
-    check_logits_targets(z, y, check)
-    C = z.shape[-1]
+    check_logits_targets(z, y, False)  # types and shapes only
     for v, what in ((weight, 'weight'), (target_margin, 'target_margin'), (class_offset, 'class_offset')):
-        _check_class_vector(v, C, what)
-    dt = torch.float64 if z.dtype == torch.float64 else torch.float32
-    shape = y.shape
+        _check_class_vector(v, z.shape[-1], what)
+    if target_margin is not None and margin_in_logits is None: margin_in_logits = logit_margin_needed(target_margin, scale)
+    return _margin_ce(z, y, weight, target_margin, class_offset, float(scale), float(gamma), reduction, check,
+                      bool(margin_in_logits))
+
+def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
+    "`margin_ce` on validated arguments: value checks, float32, the one-node loss"
+    cpu = z.device.type == 'cpu'
+    if check == 'auto': check = cpu
+    if check and not cpu: check_logits_targets(z, y, True)  # device gathers do not bounds-check
+    zf = z.reshape(-1, z.shape[-1])
+    if zf.dtype != torch.float32 and zf.dtype != torch.float64: zf = zf.float()
+    yf = y.reshape(-1).long()
+    w, m, o = [None if v is None else v.to(zf) for v in (w, m, o)]
     with _no_autocast(z.device.type):
-        z = z.reshape(-1, C).to(dt)
-        y = y.reshape(-1).long()
-        if class_offset is not None: z = z + class_offset.to(z)
-        if target_margin is not None:
-            mt = target_margin.to(z).gather(0, y)
-            if margin_nonneg is None: margin_nonneg = bool((target_margin >= 0).all())
-            if not margin_nonneg: z = z.scatter_add(1, y[:, None], mt[:, None])
-        if scale != 1: z = z * scale
-        loss = F.cross_entropy(z, y, reduction='none')
-        if target_margin is not None and margin_nonneg: loss = target_margin_ce(loss, scale * mt)
-        if gamma: loss = (-loss).exp().neg().add(1).clamp_min(0).pow(gamma) * loss
-        if weight is not None: loss = weight.to(loss).gather(0, y) * loss
-    if reduction == 'none': return loss.reshape(shape)
-    return loss.sum() if reduction == 'sum' else loss.mean()
+        try: out, err = _MarginCE.apply(zf, yf, w, m, o, scale, gamma, m_in_logits, reduction), None
+        except (RuntimeError, IndexError) as e: out, err = None, e
+    if err is not None:
+        if check: check_logits_targets(z, y, True)  # an out-of-range target made a gather fail: name it
+        raise err
+    if check and len(yf): _check_loss_finite(out, zf, z, y)
+    return out.reshape(y.shape) if reduction == 'none' else out
 
 # %% ../nbs/01_losses.ipynb #db50dd7f
 _LOSSES = {}
@@ -172,8 +232,9 @@ class MarginCELoss(nn.Module):
         for name, v in (('weight', weight), ('target_margin', target_margin), ('class_offset', class_offset)):
             self.register_buffer(name, None if v is None else self._class_vector(v, name))
         if self.weight is not None and (self.weight < 0).any(): raise ValueError("class weights must be >= 0")
+        store_attr('axis,flatten,check')
+        self.scale, self.gamma = float(scale), float(gamma)
         self._set_margin_flag()
-        store_attr('scale,gamma,axis,flatten,check')
         self.reduction = reduction
         self._record(n_classes=n_classes, weight=weight, target_margin=target_margin, class_offset=class_offset,
                      scale=scale, gamma=gamma)
@@ -195,8 +256,8 @@ class MarginCELoss(nn.Module):
     def reduction(self, v:str): self._reduction = check_reduction(v)
 
     def _set_margin_flag(self):
-        "Read once whether every margin is >= 0 (the fast exact path of `margin_ce`), not at every batch"
-        self.margin_nonneg = self.target_margin is None or bool((self.target_margin >= -1e-6).all())
+        "Read once (not at every batch) whether the margins must go into the logits: `logit_margin_needed`"
+        self.margin_in_logits = self.target_margin is not None and logit_margin_needed(self.target_margin, self.scale)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -223,10 +284,11 @@ class MarginCELoss(nn.Module):
         return t.device if t is not None else torch.device('cpu')
 
     def _follow(self, x:Tensor):
-        "Move the buffers and parameters to the device of `x` if they live elsewhere"
-        t = next(iter(self.parameters()), None)
-        if t is None: t = next(iter(self.buffers()), None)
-        if t is not None and t.device != x.device: self.to(x.device)
+        "Move the buffers and parameters to the device of `x` if they live elsewhere (checks the first one it finds)"
+        for t in (*self._parameters.values(), *self._buffers.values()):
+            if t is not None:
+                if t.device != x.device: self.to(x.device)
+                return
 
     def _flat(self, inp, targ):
         inp, targ = _plain(inp), _plain(targ)
@@ -239,9 +301,10 @@ class MarginCELoss(nn.Module):
         if inp.shape[-1] != self.n_classes:
             raise ValueError(f"the loss was built for {self.n_classes} classes (counts/weights have {self.n_classes} "
                              f"entries) but the logits have {inp.shape[-1]} classes")
+        check_logits_targets(inp, targ, False)  # types and shapes; the class vectors were checked when built
         self._follow(inp)
         w, m, o = self.class_terms()
-        return margin_ce(inp, targ, w, m, o, self.scale, self.gamma, self.reduction, self.check, self.margin_nonneg)
+        return _margin_ce(inp, targ, w, m, o, self.scale, self.gamma, self.reduction, self.check, self.margin_in_logits)
 
     def activation(self, x:Tensor) -> Tensor:
         "Softmax of the raw logits: nothing is added at inference"
