@@ -40,7 +40,7 @@ def check_logits_targets(logits:Tensor, # [..., C] raw scores
                          target:Tensor, # [...] integer class indices
                          check:bool|str='auto', # read the values: True, False or 'auto' (CPU only)
                         ):
-    "Raise a `ValueError` for mismatched shapes, non-integer or out-of-range targets and non-finite logits"
+    "Raise a `ValueError` for mismatched shapes, non-integer or out-of-range targets and logits that make the loss non-finite"
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim < 1:
         raise ValueError(f"logits must be a floating tensor [..., classes], got {type(logits).__name__} "
                          f"{getattr(logits, 'dtype', '')} {tuple(getattr(logits, 'shape', ()))}")
@@ -53,14 +53,15 @@ def check_logits_targets(logits:Tensor, # [..., C] raw scores
     if check == 'auto': check = logits.device.type == 'cpu'
     if not check or target.numel() == 0: return
     C = logits.shape[-1]
-    lo, hi = torch.aminmax(logits.detach())
     tlo, thi = torch.aminmax(target)
-    finite, t_ok = torch.stack([lo.isfinite() & hi.isfinite(), (tlo >= 0) & (thi < C)]).tolist()
-    if not t_ok:
+    if not (0 <= tlo.item() and thi.item() < C):
         raise ValueError(f"targets must be class indices in 0..{C - 1} (the logits have {C} classes), "
                          f"got values from {tlo.item()} to {thi.item()}")
-    if not finite:
-        rows = (~torch.isfinite(logits.detach())).reshape(-1, C).any(1).sum().item()
+    z = logits.detach().reshape(-1, C).float()
+    # a NaN or +inf anywhere, or -inf at the target, makes -log p_y non-finite; -inf elsewhere is a class of probability 0
+    bad = ~torch.logsumexp(z, 1).isfinite() | z.gather(1, target.reshape(-1, 1).long()).view(-1).isneginf()
+    rows = int(bad.sum())
+    if rows:
         raise ValueError(f"logits contain non-finite values (nan or inf) in {rows} of {target.numel()} samples; "
                          "the model diverged or its inputs are broken")
 
@@ -148,13 +149,17 @@ class _MarginCE(torch.autograd.Function):
         if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
         return gz if need_z else None, None, gw, gm, go, None, None, None, None
 
-def _check_loss_finite(out, zf, logits, target):
-    "One host read: raise a `ValueError` if the logits hold a NaN/inf (naming how many rows) or the loss is not finite"
-    if math.isfinite(float(zf.detach().sum() + out.detach().sum())): return
-    check_logits_targets(logits, target, True)  # counts the rows with non-finite logits
-    if not torch.isfinite(out.detach()).all():
-        raise ValueError(f"the loss is not finite although every logit is (largest |logit| "
-                         f"{zf.detach().abs().max().item():.3g}): scale the logits down")
+def _rows(x):
+    "Targets as [N] and logits as [N, C], without a reshape (an extra autograd node) when they already are"
+    if x.ndim == (1 if not x.is_floating_point() else 2): return x
+    return x.reshape(-1) if not x.is_floating_point() else x.reshape(-1, x.shape[-1])
+
+def _check_loss_finite(out, logits, target):
+    "One host read: a `ValueError` naming the bad rows of logits (or the overflow) if the loss is not finite"
+    if bool(out.isfinite() if out.ndim == 0 else out.isfinite().all()): return
+    check_logits_targets(logits, target, True)  # names the samples whose logits make the loss non-finite
+    raise ValueError(f"the loss is not finite although the logits are (largest |logit| "
+                     f"{logits.detach().abs().max().item():.3g}): the model's outputs overflow, scale them down")
 
 def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
@@ -182,9 +187,9 @@ def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
     cpu = z.device.type == 'cpu'
     if check == 'auto': check = cpu
     if check and not cpu: check_logits_targets(z, y, True)  # device gathers do not bounds-check
-    zf = z.reshape(-1, z.shape[-1])
+    zf = _rows(z)
     if zf.dtype != torch.float32 and zf.dtype != torch.float64: zf = zf.float()
-    yf = y.reshape(-1).long()
+    yf = _rows(y).long()
     w, m, o = [None if v is None else v.to(zf) for v in (w, m, o)]
     with _no_autocast(z.device.type):
         try: out, err = _MarginCE.apply(zf, yf, w, m, o, scale, gamma, m_in_logits, reduction), None
@@ -192,7 +197,7 @@ def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
     if err is not None:
         if check: check_logits_targets(z, y, True)  # an out-of-range target made a gather fail: name it
         raise err
-    if check and len(yf): _check_loss_finite(out, zf, z, y)
+    if check and len(yf): _check_loss_finite(out.detach(), z, y)
     return out.reshape(y.shape) if reduction == 'none' else out
 
 # %% ../nbs/01_losses.ipynb #db50dd7f
@@ -293,7 +298,7 @@ class MarginCELoss(nn.Module):
     def _flat(self, inp, targ):
         inp, targ = _plain(inp), _plain(targ)
         if self.axis not in (-1, inp.ndim - 1): inp = inp.transpose(self.axis, -1)
-        if self.flatten: inp, targ = inp.reshape(-1, inp.shape[-1]), targ.reshape(-1)
+        if self.flatten: inp, targ = _rows(inp), _rows(targ)
         return inp, targ
 
     def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
