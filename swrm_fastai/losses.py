@@ -15,7 +15,6 @@ from fastcore.basics import store_attr, patch
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from torch.optim.adam import adam
 from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
                                     window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
 
@@ -468,19 +467,23 @@ class DySWRMLoss(MarginCELoss):
         ws = _world_size()
         if ws > 1:
             torch.distributed.all_reduce(g); g.div_(ws)
-        found_inf = (~torch.isfinite(g).all()).to(g.dtype)
+        found_inf = g.sum().isfinite().logical_not().to(g.dtype)  # a NaN or inf anywhere makes the sum non-finite
         if not self._fused_adam(p, g, found_inf): self._masked_adam(p, g, found_inf)
         p.grad = None
 
     def _fused_adam(self, p, g, found_inf) -> bool:
         "torch's fused Adam kernel (one call; `found_inf` skips the step); False where this device type has none"
         if self.__dict__.get('_no_fused') == p.device.type: return False
-        try: adam([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [self.n_steps], fused=True, found_inf=found_inf,
-                  grad_scale=None, has_complex=False, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-                  weight_decay=0., eps=self.eps, maximize=False)
+        b1, b2 = self.betas
+        steps = self.n_steps.add_(1)  # the kernel reads the count of this step, as in torch.optim.Adam(fused=True)
+        try: torch._fused_adam_([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [steps], amsgrad=False, lr=self.lr,
+                                beta1=b1, beta2=b2, weight_decay=0., eps=self.eps, maximize=False, grad_scale=None,
+                                found_inf=found_inf)
         except (RuntimeError, NotImplementedError):
+            steps.sub_(1)
             self.__dict__['_no_fused'] = p.device.type  # remembered: no exception at every step
             return False
+        steps.sub_(found_inf)  # a skipped step is not counted
         return True
 
     def _masked_adam(self, p, g, found_inf):
@@ -510,11 +513,8 @@ class DySWRMLoss(MarginCELoss):
         "SWR weights (Eq. 2, no gradient) and SWM margins (Eq. 3, differentiable) from the current positions"
         p = self.positions
         members = window_index(p.detach(), self.window)  # no host sync: positions are kept finite by the hook
-        margins = window_margins(p, members, self.beta, self.tau)
-        if self.weight is not None: weights = self.weight
-        else:
-            with torch.no_grad(): weights = window_weights(self.counts.to(p), members, self.normalize)
-        return weights, margins, None
+        weights = window_weights(self.counts, members, self.normalize) if self.weight is None else self.weight
+        return weights, window_margins(p, members, self.beta, self.tau), None
 
     def _follow(self, x:Tensor):
         super()._follow(x)

@@ -70,8 +70,7 @@ def rank_classes(positions:Tensor, # one position per class
                 ) -> tuple[Tensor, Tensor]:
     "Classes sorted by position (`order`) and each class's rank (`ranks`); ties are broken by class index"
     order = torch.sort(positions.detach(), stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks[order] = torch.arange(len(order), device=order.device)
+    ranks = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
     return order, ranks
 
 def window_index(positions:Tensor, # one finite position per class (1-D float tensor)
@@ -80,8 +79,8 @@ def window_index(positions:Tensor, # one finite position per class (1-D float te
     "`window_members` without input checks (no host synchronisation), for hot loops such as DySWRM's"
     C = len(positions)
     order, ranks = rank_classes(positions)
-    start = (ranks - window // 2).clamp(0, C - window)
-    return order[start[:, None] + torch.arange(window, device=positions.device)]
+    start = (ranks - window // 2).clamp_(0, C - window)
+    return order.unfold(0, window, 1).index_select(0, start)  # row s of the unfolded order: ranks s .. s + W - 1
 
 def window_members(positions, # one position per class (1-D)
                    window:int, # window size W, 2 <= W <= C
@@ -125,15 +124,37 @@ def standardize(positions:Tensor, # one position per class
     safe = torch.where(var > 0, var, torch.ones_like(var))
     return centred / safe.sqrt()
 
+class _WindowMargins(torch.autograd.Function):
+    "Eq. 3 on standardised positions as one autograd node, with the closed-form gradient below"
+    @staticmethod
+    def forward(ctx, p, members, beta, tau):
+        C, W = members.shape
+        bt = beta / tau
+        sd, mean = torch.std_mean(p, correction=0)
+        sd = torch.where(sd > 0, sd, 1.)  # equal positions: q = 0, every sim = 1
+        q = (p - mean) / sd
+        diff = gather_window(q, members).sub_(q[:, None])             # q_i - q_c
+        e = diff.abs().mul_(bt)
+        mx = torch.maximum(e[:, 0], e[:, -1])  # the farthest member is at an end of the window (members in line order)
+        ex = e.sub_(mx[:, None]).exp_()
+        s = ex.sum(1)
+        ctx.save_for_backward(q, sd, ex.mul_(diff.sign_()), torch.reciprocal(s).mul_(bt), members)
+        return s.log_().add_(mx).sub_(math.log(W))
+
+    @staticmethod
+    def backward(ctx, g):
+        q, sd, exs, bt_s, members = ctx.saved_tensors
+        G = exs * (g * bt_s)[:, None]  # g_c d m_c / d q_i, i in N_W(c)
+        gq = torch.zeros_like(q).scatter_add_(0, members.view(-1), G.view(-1)).sub_(G.sum(1))  # sums to 0 over classes
+        return (gq - q * (gq.dot(q) / len(q))) / sd, None, None, None
+
 def window_margins(positions:Tensor, # one (possibly learnable) position per class
-                   members:Tensor, # LongTensor[C, W] from `window_members`
+                   members:Tensor, # LongTensor[C, W] from `window_members` (each row in order along the line)
                    beta:float=1., # margin strength
                    tau:float=1., # similarity temperature
                   ) -> Tensor:
-    "Eq. 3 without input checks: `logsumexp_{i in N_W(c)}(beta |q_i - q_c| / tau) - ln W`"
-    q = standardize(positions)
-    dist = (gather_window(q, members) - q[:, None]).abs()
-    return torch.logsumexp(beta * dist / tau, dim=1) - math.log(members.shape[1])
+    "Eq. 3 without input checks: `logsumexp_{i in N_W(c)}(beta |q_i - q_c| / tau) - ln W`, differentiable in `positions`"
+    return _WindowMargins.apply(positions, members, float(beta), float(tau))
 
 def swm_margins(positions, # one position per class on the line
                 window:int, # window size W, 2 <= W <= C
