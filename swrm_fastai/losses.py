@@ -103,7 +103,7 @@ def _focal(ce, gamma):
     return fac * ce, fac * (1 + gamma * (1 - a) * ce_over_a)
 
 class _MarginCE(torch.autograd.Function):
-    "`margin_ce` on [N, C] logits as one autograd node: softmax and two row maxima forward, one multiply backward"
+    "`margin_ce` on [N, C] logits as one autograd node: a softmax forward, one multiply backward"
     @staticmethod
     def forward(ctx, z, y, w, m, o, scale, gamma, m_in_logits, reduction):
         N, y1 = len(y), y.view(-1, 1)
@@ -112,8 +112,13 @@ class _MarginCE(torch.autograd.Function):
         my = None if m is None else m.gather(0, y) if scale == 1 else m.gather(0, y) * scale
         if my is not None and m_in_logits: zz = (zz.clone() if zz is z else zz).scatter_add_(1, y1, my.view(-1, 1))
         p = torch.softmax(zz, 1)
-        # -log p_y = (max z - z_y) + log sum exp(z - max z), and the softmax's largest entry is 1 / sum exp(z - max z)
-        ce = (torch.amax(zz, 1) - zz.gather(1, y1).view(-1)).sub_(torch.amax(p, 1).log_())
+        py = p.gather(1, y1).view(-1)
+        ce = py.log().neg_()
+        tiny = py < 1e-30  # -log p_y loses digits, or is inf, where p_y underflows
+        if z.device.type != 'cpu' or bool(tiny.any()):  # (a host read is free on the CPU: there, only when needed)
+            # -log p_y = (max z - z_y) + log sum exp(z - max z), and the softmax's largest entry is 1 / sum exp(z - max z)
+            exact = (torch.amax(zz, 1) - zz.gather(1, y1).view(-1)).sub_(torch.amax(p, 1).log_())
+            ce = torch.where(tiny, exact, ce)
         k = None                                           # d ce_m / d ce (closed-form margin)
         if my is not None and not m_in_logits: ce, k = _target_margin(ce, my)
         loss, dh = (ce, None) if not gamma else _focal(ce, gamma)
@@ -437,7 +442,7 @@ class DySWRMLoss(MarginCELoss):
         window = check_window(window, C); check_beta_tau(beta, tau)
         if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"lr must be a finite number >= 0, got {lr}")
         super().__init__(C, weight=weight, **kwargs)
-        self.register_buffer('counts', n.float())
+        self.register_buffer('counts', n.float().clone())  # never an alias of the caller's tensor
         self.positions = nn.Parameter(init_positions(C, init, seed))
         self.register_buffer('exp_avg', torch.zeros(C))
         self.register_buffer('exp_avg_sq', torch.zeros(C))
@@ -502,7 +507,7 @@ class DySWRMLoss(MarginCELoss):
 
     def __getstate__(self):
         d = self.__dict__.copy()
-        d.pop('_hook_handle', None); d.pop('_hooked', None); d.pop('_no_fused', None)
+        for k in ('_hook_handle', '_hooked', '_no_fused'): d.pop(k, None)
         return d
 
     def __setstate__(self, d):

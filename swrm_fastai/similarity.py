@@ -133,8 +133,9 @@ class _WindowMargins(torch.autograd.Function):
         sd, mean = torch.std_mean(p, correction=0)
         sd = torch.where(sd > 0, sd, 1.)  # equal positions: q = 0, every sim = 1
         q = (p - mean) / sd
-        diff = gather_window(q, members).sub_(q[:, None])             # q_i - q_c
-        e = diff.abs().mul_(bt)
+        qb = q * bt
+        diff = gather_window(qb, members).sub_(qb[:, None])           # beta (q_i - q_c) / tau
+        e = diff.abs()
         mx = torch.maximum(e[:, 0], e[:, -1])  # the farthest member is at an end of the window (members in line order)
         ex = e.sub_(mx[:, None]).exp_()
         s = ex.sum(1)
