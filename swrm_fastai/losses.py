@@ -464,9 +464,10 @@ class DySWRMLoss(MarginCELoss):
         self.__dict__['_hook_handle'] = self.positions.register_post_accumulate_grad_hook(self._step_positions)
         self.__dict__['_hooked'] = weakref.ref(self.positions)
 
-    @torch.no_grad()
     def _step_positions(self, p:Tensor):
         "One Adam step on the positions from their accumulated gradient; skipped (on device) if it is not finite"
+        if torch.is_grad_enabled():  # called directly (autograd runs its hooks with gradients off)
+            with torch.no_grad(): return self._step_positions(p)
         g = p.grad
         if g is None: return
         ws = _world_size()
