@@ -56,7 +56,8 @@ def check_logits_targets(logits:Tensor, # [..., C] raw scores
     if not (0 <= tlo.item() and thi.item() < C):
         raise ValueError(f"targets must be class indices in 0..{C - 1} (the logits have {C} classes), "
                          f"got values from {tlo.item()} to {thi.item()}")
-    z = logits.detach().reshape(-1, C).float()
+    z = logits.detach().reshape(-1, C)
+    if z.dtype != torch.float64: z = z.float()
     # a NaN or +inf anywhere, or -inf at the target, makes -log p_y non-finite; -inf elsewhere is a class of probability 0
     bad = ~torch.logsumexp(z, 1).isfinite() | z.gather(1, target.reshape(-1, 1).long()).view(-1).isneginf()
     rows = int(bad.sum())

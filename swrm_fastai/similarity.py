@@ -116,13 +116,16 @@ def swr_weights(counts, # per-class training counts
     return window_weights(n, window_index(p, check_window(window, len(p))), normalize)
 
 # %% ../nbs/00_similarity.ipynb #769c6a3d
+def _standardized(p):
+    "`(q, std)`: `(p - mean) / std` with the population std, and that std (1 when every position is equal: q = 0)"
+    sd, mean = torch.std_mean(p, correction=0)
+    sd = torch.where(sd > 0, sd, 1.)
+    return (p - mean) / sd, sd
+
 def standardize(positions:Tensor, # one position per class
                ) -> Tensor:
-    "`(p - mean) / std` with the population std; all zeros when every position is equal (gradient-safe)"
-    centred = positions - positions.mean()
-    var = centred.pow(2).mean()
-    safe = torch.where(var > 0, var, torch.ones_like(var))
-    return centred / safe.sqrt()
+    "`(p - mean) / std` with the population std; all zeros when every position is equal"
+    return _standardized(positions)[0]
 
 class _WindowMargins(torch.autograd.Function):
     "Eq. 3 on standardised positions as one autograd node, with the closed-form gradient below"
@@ -130,9 +133,7 @@ class _WindowMargins(torch.autograd.Function):
     def forward(ctx, p, members, beta, tau):
         C, W = members.shape
         bt = beta / tau
-        sd, mean = torch.std_mean(p, correction=0)
-        sd = torch.where(sd > 0, sd, 1.)  # equal positions: q = 0, every sim = 1
-        q = (p - mean) / sd
+        q, sd = _standardized(p)  # equal positions: q = 0, every sim = 1
         qb = q * bt
         diff = gather_window(qb, members).sub_(qb[:, None])           # beta (q_i - q_c) / tau
         e = diff.abs()
