@@ -138,6 +138,7 @@ class _MarginCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        g = g.detach()  # a closed-form first derivative: under create_graph=True no (wrong) second one
         p, y, dz, dm, loss = ctx.saved_tensors
         N, C = p.shape
         g = g * ctx.red if ctx.red != 1 else g

@@ -145,6 +145,7 @@ class _WindowMargins(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        g = g.detach()  # a closed-form first derivative: under create_graph=True no (wrong) second one
         q, sd, exs, bt_s, members = ctx.saved_tensors
         G = exs * (g * bt_s)[:, None]  # g_c d m_c / d q_i, i in N_W(c)
         gq = torch.zeros_like(q).scatter_add_(0, members.view(-1), G.view(-1)).sub_(G.sum(1))  # sums to 0 over classes
