@@ -33,7 +33,7 @@ def where(name, module):
 
 root = write_images(Path(tempfile.mkdtemp()))
 bad = []
-for loss in ('swrm', 'dyswrm', 'ldam-drw'):
+for loss in ('swrm', 'dyswrm', 'dyswrm-tsne', 'ldam-drw'):
     log = LossLog(snap_epoch=1)
     if loss == 'ldam-drw':
         learn = make_learner(root, cbs=[log, MixUp(), DeferredReweighting(1)])

@@ -25,7 +25,7 @@ from fastprogress.fastprogress import master_bar, progress_bar
 from .similarity import check_window
 from .losses import (class_counts, cosine_head, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss)
-from .callback import SimilarityWindowCallback, DeferredReweighting
+from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting
 from .metrics import shot_accuracy_table
 from .interpret import (confusion_from_preds, similarity_window_of, tail_confusion_table, compare_confusions,
                                    plot_lt_confusion_matrix, plot_class_weights)
@@ -182,9 +182,11 @@ def _window_method(variant):
         return CrossEntropyLossFlat(), [cb], None
     return _inner
 
-def _dyswrm_1stage(counts, cfg):
-    return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'],
-                      normalize=cfg['normalize']), [], None
+def _dyswrm_loss(counts, cfg):
+    return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'], normalize=cfg['normalize'])
+def _dyswrm(counts, cfg):
+    return CrossEntropyLossFlat(), [LossSwitchCallback(cfg['switch_epoch'], _dyswrm_loss(counts, cfg), verbose=False)], None
+def _dyswrm_1stage(counts, cfg): return _dyswrm_loss(counts, cfg), [], None
 
 METHODS = {
     'ce':       ('CE', _ce),
@@ -196,7 +198,8 @@ METHODS = {
     'swr':      ('SWR', _window_method('swr')),
     'swm':      ('SWM', _window_method('swm')),
     'swrm':     ('SWRM', _window_method('swrm')),
-    'dyswrm':   ('DySWRM', _window_method('dyswrm')),
+    'dyswrm':   ('DySWRM', _dyswrm),
+    'dyswrm-tsne': ('DySWRM (t-SNE start)', _window_method('dyswrm-tsne')),
     'dyswrm-1stage': ('DySWRM (1 stage)', _dyswrm_1stage),
 }
 PAPER_METHODS = ('ce', 'focal', 'cb', 'ldam-drw', 'la', 'bs', 'swr', 'swm', 'swrm', 'dyswrm')

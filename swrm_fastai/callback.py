@@ -150,18 +150,26 @@ def resolve_epoch(start_epoch:int|float, # epoch index (int >= 0) or fraction of
     return int(start_epoch)
 
 class LossSwitchCallback(Callback):
-    "Swap `learn.loss_func` for `self.make_loss()` at `before_epoch` of epoch `start_epoch` (int) or fraction of the fit (float)"
+    "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
     def __init__(self,
                  start_epoch:int|float, # first epoch of stage 2: an epoch index, or a fraction of the fit
+                 loss=None, # the stage-2 loss (subclasses build theirs from the learner in `make_loss` instead)
                  verbose:bool=True, # print what the switch did and how long it took (rank 0 only)
                 ):
         resolve_epoch(start_epoch, 1)  # validate early
+        if loss is None and type(self).make_loss is LossSwitchCallback.make_loss:
+            raise ValueError("LossSwitchCallback needs `loss=`: the loss to switch to at `start_epoch`")
         store_attr()
         self.switched, self.switch_epoch, self.switch_time, self.timings, self.epoch_times = False, None, None, {}, []
 
-    def make_loss(self): raise NotImplementedError
+    def make_loss(self):
+        "The stage-2 loss (here the one given; subclasses build it from the learner)"
+        return self.loss
     def describe(self, loss) -> str: return f"loss switched to {type(loss).__name__}"
-    def already_switched(self) -> bool: return False  # subclasses: the learner already carries a stage-2 loss (resumed)
+    def already_switched(self) -> bool:
+        "Whether the learner already carries the stage-2 loss (restored by `learn.load` after the switch)"
+        return isinstance(self.loss, nn.Module) and self.learn.loss_func is not self.loss and \
+               type(self.learn.loss_func) is type(self.loss) and hasattr(self.loss, 'class_terms')
     def _in_fit(self):
         if hasattr(self.learn, 'lr_finder'): return False  # `lr_find` runs a throw-away fit
         lock = getattr(self.learn, 'lock', None)  # held by `validate`/`get_preds`, which also fire before_fit/before_epoch
@@ -215,16 +223,16 @@ class LossSwitchCallback(Callback):
         return dict(self.timings, epoch=ep, ratio=self.switch_time / ep)
 
 # %% ../nbs/04_callback.ipynb #e1949905
-_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm')
+_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne')
 
 class SimilarityWindowCallback(LossSwitchCallback):
-    "Two-stage SWRM: at `start_epoch`, model class similarity from the current model and swap the loss for SWRM/SWR/SWM/DySWRM"
+    "Two-stage SWRM: at `start_epoch`, model class similarity from the current model and switch to SWRM/SWR/SWM (or DySWRM)"
     def __init__(self,
                  start_epoch:int|float, # first epoch of stage 2: an epoch index, or a fraction of the fit
                  window:int=15, # window size W
                  beta:float=1., # margin strength (Eq. 3)
                  tau:float=1., # similarity temperature (Eq. 3)
-                 loss:str='swrm', # stage-2 loss: 'swrm', 'swr' (weights only), 'swm' (margins only) or 'dyswrm'
+                 loss:str='swrm', # 'swrm', 'swr' (weights only), 'swm' (margins only), 'dyswrm' (own seeded start), 'dyswrm-tsne'
                  layer:nn.Module|str|None=None, # module whose input is the feature; default: the final linear layer
                  prototypes:str='pass', # 'pass' (extra eval pass, the paper's setup) or 'last_epoch' (free, noisier)
                  augment:bool=False, # 'pass' with the training transforms (random augmentation) instead of the validation ones
@@ -234,7 +242,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  loss_kwargs:dict|None=None, # extra arguments for the loss (e.g. DySWRM's `lr`)
                  verbose:bool=True, # print what the switch did and how long it took
                 ):
-        super().__init__(start_epoch, verbose)
+        super().__init__(start_epoch, verbose=verbose)
         if loss not in _LOSSES: raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         if prototypes not in ('pass', 'last_epoch'): raise ValueError(f"prototypes must be 'pass' or 'last_epoch', got {prototypes!r}")
         store_attr('window,beta,tau,loss,layer,prototypes,augment,seed,normalize,perplexity')
@@ -298,10 +306,18 @@ class SimilarityWindowCallback(LossSwitchCallback):
     # -- the switch
     def already_switched(self):
         "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
+        if self.loss == 'dyswrm': return isinstance(self.learn.loss_func, DySWRMLoss)
         return (getattr(self.learn, 'similarity_window', None) is not None
-                and isinstance(self.learn.loss_func, DySWRMLoss if self.loss == 'dyswrm' else SWRMLoss))
+                and isinstance(self.learn.loss_func, DySWRMLoss if self.loss == 'dyswrm-tsne' else SWRMLoss))
+
+    def _dyswrm(self, counts, init=None, names=None):
+        kw = {**dict(normalize=self.normalize, names=names), **self.loss_kwargs}
+        return DySWRMLoss(counts, window=self.window, beta=self.beta, tau=self.tau, init=init, seed=self.seed, **kw)
 
     def make_loss(self):
+        "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
+        if self.loss == 'dyswrm':
+            return self._dyswrm(class_counts(self.dls), names=None if self.names is None else [str(o) for o in self.names])
         t0 = time.perf_counter()
         if self.prototypes == 'last_epoch' and self._sums is not None: protos, counts = self._epoch_prototypes()
         else:
@@ -320,12 +336,11 @@ class SimilarityWindowCallback(LossSwitchCallback):
         self.prototypes_, self.window_ = protos, sw
         self.learn.similarity_window = sw
         self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
-        if self.loss == 'dyswrm':
-            kw = {**dict(normalize=self.normalize, names=sw.names), **self.loss_kwargs}
-            return DySWRMLoss(sw.counts, window=self.window, beta=self.beta, tau=self.tau, init=sw.positions, seed=self.seed, **kw)
+        if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
 
     def describe(self, loss):
+        if self.loss == 'dyswrm': return f"DySWRM from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, beta={self.beta:g}, tau={self.tau:g}"
         sw = self.window_
         return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}, {self.timings['prototypes']:.2f} s) + "
                 f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "
@@ -343,7 +358,7 @@ class DeferredReweighting(LossSwitchCallback):
                  beta:float=0.9999, # class-balanced `beta` (effective number of samples)
                  verbose:bool=True, # print what the switch did
                 ):
-        super().__init__(start_epoch, verbose)
+        super().__init__(start_epoch, verbose=verbose)
         store_attr('beta')
 
     def make_loss(self):

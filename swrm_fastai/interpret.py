@@ -293,9 +293,9 @@ def learner_counts(learn, # a fastai `Learner`
 
 def similarity_window_of(learn, # a fastai `Learner`
                         ) -> SimilarityWindow:
-    "The similarity window of a trained learner: `learn.similarity_window`, else the current one of a DySWRM loss"
-    sw = getattr(learn, 'similarity_window', None)
-    if sw is None and callable(getattr(learn.loss_func, 'similarity_window', None)): sw = learn.loss_func.similarity_window()
+    "The similarity window of a trained learner: the current one of a DySWRM loss, else `learn.similarity_window`"
+    sw = learn.loss_func.similarity_window() if callable(getattr(learn.loss_func, 'similarity_window', None)) else None
+    if sw is None: sw = getattr(learn, 'similarity_window', None)
     if sw is None:
         raise ValueError("this learner has no similarity window: train it with `SimilarityWindowCallback` "
                          "(which sets `learn.similarity_window`) or with a `DySWRMLoss`")

@@ -80,7 +80,7 @@ def run(out_dir):
     try:
         res = {}
         for mode in ('pass', 'last_epoch'):
-            cb = SimilarityWindowCallback(start_epoch=1, window=3, beta=1., loss='dyswrm', prototypes=mode, verbose=False,
+            cb = SimilarityWindowCallback(start_epoch=1, window=3, beta=1., loss='dyswrm-tsne', prototypes=mode, verbose=False,
                                           loss_kwargs=dict(lr=0.05))
             snap = Snapshot(1)
             learn = Learner(make_dls(), make_model(), loss_func=CrossEntropyLossFlat(), cbs=[snap, cb, CPUDistributed()])

@@ -152,3 +152,48 @@ def test_cli_subprocess():
     "`python -m swrm_fastai.bench` exits 2 with one line on stderr"
     p = subprocess.run([sys.executable, '-m', 'swrm_fastai.bench', '--methods', 'nosuch'], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()] and 'unknown method' in p.stderr
+
+def test_dyswrm_models_no_similarity_but_dyswrm_tsne_does(fmnist_dir, tmp_path, monkeypatch):
+    "The paper's DySWRM replaces the similarity modelling: no prototype pass, no t-SNE; `dyswrm-tsne` runs both once"
+    import openTSNE
+    import swrm_fastai.callback as cbm
+    from swrm_fastai.losses import DySWRMLoss
+    calls = dict(tsne=0, features=0)
+    tsne_fit, feature_sums = openTSNE.TSNE.fit, cbm.feature_sums
+    def count_tsne(self, *a, **k): calls['tsne'] += 1; return tsne_fit(self, *a, **k)
+    def count_features(*a, **k): calls['features'] += 1; return feature_sums(*a, **k)
+    monkeypatch.setattr(openTSNE.TSNE, 'fit', count_tsne)
+    monkeypatch.setattr(cbm, 'feature_sums', count_features)
+    from swrm_fastai.bench import bench_config, run_bench
+    cfg = bench_config(methods='dyswrm', seeds=[0], epochs=2, n_max=N_MAX, imb=IMB, data_root=str(fmnist_dir),
+                       bar=False, threads=1, out=str(tmp_path/'a'))
+    res = run_bench(cfg)
+    assert calls == dict(tsne=0, features=0)
+    assert res['runs'].switch_time_s.notna().all() and res['runs'].prototypes_time_s.isna().all()
+    assert any('LossSwitchCallback: epoch 1: loss switched to DySWRMLoss' in m for m in res['log'])
+    cfg = bench_config(methods='dyswrm-tsne', seeds=[0], epochs=2, n_max=N_MAX, imb=IMB, data_root=str(fmnist_dir),
+                       bar=False, threads=1, out=str(tmp_path/'b'))
+    res = run_bench(cfg)
+    assert calls == dict(tsne=1, features=1)
+    assert res['runs'].prototypes_time_s.notna().all()
+
+def test_public_switch_callback_models_no_similarity(monkeypatch):
+    "`LossSwitchCallback(k, loss)` switches to the given loss and computes nothing else"
+    import torch, openTSNE
+    import swrm_fastai.callback as cbm
+    from fastai.learner import Learner
+    from fastai.data.core import DataLoaders
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.callback.progress import no_bar  # noqa: F401
+    from swrm_fastai.losses import DySWRMLoss
+    def boom(*a, **k): raise AssertionError('similarity modelled')
+    monkeypatch.setattr(openTSNE.TSNE, 'fit', boom); monkeypatch.setattr(cbm, 'feature_sums', boom)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 5, (64,), generator=g)
+    ds = list(zip(x, y))
+    dls = DataLoaders.from_dsets(ds, ds, bs=16)
+    dy = DySWRMLoss([20, 15, 12, 10, 7], window=3)
+    cb = cbm.LossSwitchCallback(1, dy, verbose=False)
+    learn = Learner(dls, torch.nn.Linear(4, 5), loss_func=CrossEntropyLossFlat(), cbs=cb)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
+    assert learn.loss_func is dy and int(dy.n_steps) == len(dls.train)

@@ -186,7 +186,13 @@ def test_pass_without_augmentation(img_path, augment):
     else: torch.testing.assert_close(cb.prototypes_, plain, rtol=1e-4, atol=1e-5)
 
 def test_dyswrm_and_drw(img_path):
+    # the paper's DySWRM: its own seeded start, no similarity window from prototypes
     learn = make_learner(img_path, cbs=SimilarityWindowCallback(start_epoch=0, window=5, loss='dyswrm', verbose=False))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    assert isinstance(learn.loss_func, DySWRMLoss) and int(learn.loss_func.n_steps) > 0
+    assert getattr(learn, 'similarity_window', None) is None and learn.swrm_switch.prototypes_ is None
+    # DySWRM started from SWRM's similarity
+    learn = make_learner(img_path, cbs=SimilarityWindowCallback(start_epoch=0, window=5, loss='dyswrm-tsne', verbose=False))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     assert isinstance(learn.loss_func, DySWRMLoss)
     # DySWRM starts at the standardised embedding and has moved after an epoch of steps
@@ -224,7 +230,7 @@ def test_errors_and_warnings(img_path):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('loss', ['swrm', 'dyswrm'])
+@pytest.mark.parametrize('loss', ['swrm', 'dyswrm-tsne'])
 def test_switch_on_cuda(img_path, loss):
     log = LossLog(snap_epoch=1)
     learn = make_learner(img_path, cbs=[log, SimilarityWindowCallback(1, window=5, loss=loss, verbose=False)]).to_fp16()
