@@ -22,9 +22,9 @@ from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
 from fastprogress.fastprogress import master_bar, progress_bar
-from .similarity import check_window
+from .similarity import check_window, SimilarityWindow
 from .losses import (class_counts, cosine_head, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss, DySWRMLoss)
+                                BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting
 from .metrics import shot_accuracy_table
 from .interpret import (confusion_from_preds, similarity_window_of, tail_confusion_table, compare_confusions,
@@ -172,15 +172,29 @@ def _focal(counts, cfg): return FocalLossFlat(gamma=cfg['focal_gamma']), [], Non
 def _cb(counts, cfg): return ClassBalancedLoss(counts, beta=cfg['cb_beta']), [], None
 def _ldam_drw(counts, cfg):
     return LDAMLoss(counts), [DeferredReweighting(cfg['switch_epoch'], beta=cfg['cb_beta'], verbose=False)], 'cosine'
-def _la(counts, cfg): return LogitAdjustedLoss(counts, tau=1.), [], None
+def _la_method(counts, cfg): return _la(counts), [], None
 def _bs(counts, cfg): return BalancedSoftmaxLoss(counts), [], None
 
-def _window_method(variant):
+def _window_method(variant, stage1=lambda counts: CrossEntropyLossFlat(), **loss_kwargs):
     def _inner(counts, cfg):
+        kw = {k: cfg[v] for k, v in loss_kwargs.items()}
         cb = SimilarityWindowCallback(cfg['switch_epoch'], window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'],
-                                      loss=variant, normalize=cfg['normalize'], seed=cfg['seed'], verbose=False)
-        return CrossEntropyLossFlat(), [cb], None
+                                      loss=variant, normalize=cfg['normalize'], seed=cfg['seed'], loss_kwargs=kw, verbose=False)
+        return stage1(counts), [cb], None
     return _inner
+
+def _random_window(counts, cfg):
+    "The ablation's window: a seeded random order of the classes on the line instead of the 1-D t-SNE"
+    pos = torch.randperm(len(counts), generator=torch.Generator().manual_seed(10_000 + cfg['seed'])).float()
+    return SimilarityWindow(counts, pos, cfg['window'], cfg['beta'], cfg['tau'], cfg['normalize'])
+
+def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
+    def _inner(counts, cfg):
+        return stage1(counts), [LossSwitchCallback(cfg['switch_epoch'], make_loss(_random_window(counts, cfg), cfg), verbose=False)], None
+    return _inner
+
+_la = lambda counts: LogitAdjustedLoss(counts, tau=1.)
+_pairwise = lambda sw, cfg: PairwiseWindowLoss.from_window(sw, kappa=cfg['kappa'])
 
 def _dyswrm_loss(counts, cfg):
     return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'], normalize=cfg['normalize'])
@@ -193,7 +207,7 @@ METHODS = {
     'focal':    ('Focal', _focal),
     'cb':       ('CB', _cb),
     'ldam-drw': ('LDAM-DRW', _ldam_drw),
-    'la':       ('LA', _la),
+    'la':       ('LA', _la_method),
     'bs':       ('Balanced Softmax', _bs),
     'swr':      ('SWR', _window_method('swr')),
     'swm':      ('SWM', _window_method('swm')),
@@ -201,6 +215,9 @@ METHODS = {
     'dyswrm':   ('DySWRM', _dyswrm),
     'dyswrm-tsne': ('DySWRM (t-SNE start)', _window_method('dyswrm-tsne')),
     'dyswrm-1stage': ('DySWRM (1 stage)', _dyswrm_1stage),
+    'swrm-random': ('SWRM (random window)', _random_method(lambda sw, cfg: SWRMLoss.from_window(sw))),
+    'la-pw':    ('LA + pairwise', _window_method('pairwise', _la, kappa='kappa')),
+    'la-pw-random': ('LA + pairwise (random window)', _random_method(_pairwise, _la)),
 }
 PAPER_METHODS = ('ce', 'focal', 'cb', 'ldam-drw', 'la', 'bs', 'swr', 'swm', 'swrm', 'dyswrm')
 QUICK_METHODS = ('ce', 'cb', 'swrm', 'dyswrm')
@@ -216,7 +233,7 @@ def parse_methods(spec) -> list:
     return list(dict.fromkeys(names))
 
 # %% ../nbs/06_bench.ipynb #9264ff91
-SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float)
+SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float)
 
 def parse_sweep(specs) -> dict:
     "`['window=2,3,5', 'beta=0,1']` -> `{'window': [2, 3, 5], 'beta': [0.0, 1.0]}`"
@@ -262,7 +279,7 @@ class RunBar(Callback):
 
 # %% ../nbs/06_bench.ipynb #05dd8f54
 BENCH_DEFAULTS = dict(epochs=20, lr=0.1, wd=1e-4, warmup=5/200, milestones=(0.7, 0.9), switch=0.7, window=3,
-                      beta=1., tau=1., normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
+                      beta=1., tau=1., kappa=1., normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
 
 def make_model(name:str, # key of `MODELS`
                n_classes:int, # number of classes C
@@ -403,6 +420,7 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     for v in cfg['sweep'].get('switch', []): _check(0 < v < 1, f"swept switch values must be in (0, 1), got {v}")
     for v in cfg['sweep'].get('beta', []): _check(v >= 0, f"swept beta values must be >= 0, got {v}")
     for v in cfg['sweep'].get('tau', []): _check(v > 0, f"swept tau values must be > 0, got {v}")
+    for v in [cfg['kappa']] + cfg['sweep'].get('kappa', []): _check(math.isfinite(v) and v >= 0, f"kappa must be >= 0, got {v}")
     stamp = datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')
     tag = '-quick' if quick else ('-sweep' if cfg['sweep'] else '')
     cfg['out'] = str(out) if out is not None else f"results/{dataset}{tag}-{stamp}"
@@ -605,7 +623,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
-    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch, e.g. window=2,3,5 beta=0,0.5,1,2")
+    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
     a('--bs', type=int, default=None, help="batch size (default 128)")
@@ -614,6 +632,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--window', type=int, default=None, help="window size W (default: the recipe's)")
     a('--beta', type=float, default=None, help="margin strength beta (default: the recipe's)")
     a('--tau', type=float, default=None, help="similarity temperature tau (default 1)")
+    a('--kappa', type=float, default=None, help="strength of the pairwise window margins of la-pw (default 1)")
     a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200)")
     a('--normalize', action='store_true', default=None, help="rescale SWR weights to mean 1")
     a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, CIFAR-LT; default 100)")

@@ -17,7 +17,7 @@ from fastai.callback.hook import Hook
 from fastai.torch_core import to_device
 from fastai.losses import CrossEntropyLossFlat
 from .similarity import SimilarityWindow, embed_1d
-from .losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss, cb_weights, class_counts
+from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights, class_counts
 
 # %% auto #0
 __all__ = ['unwrap_model', 'feature_layer', 'dist_info', 'all_reduce_sum', 'broadcast_from_rank0', 'feature_sums',
@@ -223,7 +223,7 @@ class LossSwitchCallback(Callback):
         return dict(self.timings, epoch=ep, ratio=self.switch_time / ep)
 
 # %% ../nbs/04_callback.ipynb #e1949905
-_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne')
+_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise')
 
 class SimilarityWindowCallback(LossSwitchCallback):
     "Two-stage SWRM: at `start_epoch`, model class similarity from the current model and switch to SWRM/SWR/SWM (or DySWRM)"
@@ -232,7 +232,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  window:int=15, # window size W
                  beta:float=1., # margin strength (Eq. 3)
                  tau:float=1., # similarity temperature (Eq. 3)
-                 loss:str='swrm', # 'swrm', 'swr' (weights only), 'swm' (margins only), 'dyswrm' (own seeded start), 'dyswrm-tsne'
+                 loss:str='swrm', # 'swrm', 'swr', 'swm', 'dyswrm' (own seeded start), 'dyswrm-tsne', 'pairwise' (`PairwiseWindowLoss`)
                  layer:nn.Module|str|None=None, # module whose input is the feature; default: the final linear layer
                  prototypes:str='pass', # 'pass' (extra eval pass, the paper's setup) or 'last_epoch' (free, noisier)
                  augment:bool=False, # 'pass' with the training transforms (random augmentation) instead of the validation ones
@@ -308,7 +308,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
         if self.loss == 'dyswrm': return isinstance(self.learn.loss_func, DySWRMLoss)
         return (getattr(self.learn, 'similarity_window', None) is not None
-                and isinstance(self.learn.loss_func, DySWRMLoss if self.loss == 'dyswrm-tsne' else SWRMLoss))
+                and isinstance(self.learn.loss_func, {'dyswrm-tsne': DySWRMLoss, 'pairwise': PairwiseWindowLoss}.get(self.loss, SWRMLoss)))
 
     def _dyswrm(self, counts, init=None, names=None):
         kw = {**dict(normalize=self.normalize, names=names), **self.loss_kwargs}
@@ -337,6 +337,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         self.learn.similarity_window = sw
         self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
         if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
+        if self.loss == 'pairwise': return PairwiseWindowLoss.from_window(sw, **self.loss_kwargs)
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
 
     def describe(self, loss):

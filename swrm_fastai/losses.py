@@ -16,13 +16,14 @@ from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
 from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
-                                    window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
+                                    window_weights, window_margins, gather_window, standardize, swr_weights, swm_margins, SimilarityWindow)
 
 # %% auto #0
 __all__ = ['check_reduction', 'check_logits_targets', 'logit_margin_needed', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
            'SWMLoss', 'init_positions', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss',
            'NormedLinear', 'cosine_head', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss',
-           'class_counts', 'sidecar_path', 'swrm_learner_state', 'restore_swrm_state']
+           'window_pair_margins', 'PairwiseWindowLoss', 'class_counts', 'sidecar_path', 'swrm_learner_state',
+           'restore_swrm_state']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -69,6 +70,13 @@ def _check_class_vector(v, n_classes, what):
     if v is not None and tuple(v.shape) != (n_classes,):
         raise ValueError(f"{what} has {v.numel()} entries (shape {tuple(v.shape)}) but the logits have {n_classes} classes")
 
+def _check_offset(o, n_classes):
+    "A class offset is one value per class `[C]`, or one row per target class `[C, C]`"
+    if o is not None and o.ndim == 2:
+        if tuple(o.shape) != (n_classes, n_classes):
+            raise ValueError(f"a pairwise class_offset must be [C, C] = {(n_classes, n_classes)}, got {tuple(o.shape)}")
+    else: _check_class_vector(o, n_classes, 'class_offset')
+
 # %% ../nbs/01_losses.ipynb #57472aed
 def _no_autocast(device_type):
     try: on = torch.is_autocast_enabled(device_type)
@@ -108,7 +116,7 @@ class _MarginCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, w, m, o, scale, gamma, m_in_logits, reduction):
         N, y1 = len(y), y.view(-1, 1)
-        zz = z if o is None else z + o
+        zz = z if o is None else z + (o if o.ndim == 1 else o.index_select(0, y))  # [C], or [C, C]: row y for class y
         if scale != 1: zz = zz * scale if zz is z else zz.mul_(scale)
         my = None if m is None else m.gather(0, y) if scale == 1 else m.gather(0, y) * scale
         if my is not None and m_in_logits: zz = (zz.clone() if zz is z else zz).scatter_add_(1, y1, my.view(-1, 1))
@@ -133,7 +141,7 @@ class _MarginCE(torch.autograd.Function):
             if scale != 1: dm = dm * scale
         ctx.save_for_backward(p, y, _prod(dce, k), dm, loss if w is not None and w.requires_grad else None)
         ctx.red = (1 / N if N else math.nan) if reduction == 'mean' else 1.
-        ctx.scale = scale
+        ctx.scale, ctx.o_rows = scale, (None if o is None or o.ndim == 1 else o.shape[0])
         return out
 
     @staticmethod
@@ -149,7 +157,7 @@ class _MarginCE(torch.autograd.Function):
             if ctx.scale != 1: c = c * ctx.scale
             c = c.expand(N).reshape(-1, 1)
             gz = (p * c).scatter_add_(1, y.view(-1, 1), -c)   # (p - e_y) d L / d ce_b
-            if need_o: go = gz.sum(0)
+            if need_o: go = gz.sum(0) if ctx.o_rows is None else gz.new_zeros(ctx.o_rows, C).index_add_(0, y, gz)
             if need_m and dm is None: gm = _per_class_sum(C, y, gz.gather(1, y.view(-1, 1)).view(-1))
         if need_m and dm is not None: gm = _per_class_sum(C, y, (-g * dm).expand(N))
         if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
@@ -171,7 +179,7 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
               weight:Tensor|None=None, # [C] per-class weight w_y of each sample
               target_margin:Tensor|None=None, # [C] added to the target logit only (m_y e_y); negative for LDAM
-              class_offset:Tensor|None=None, # [C] added to every sample's logits (logit adjustment)
+              class_offset:Tensor|None=None, # [C] added to every sample's logits (logit adjustment), or [C, C]: row y to class y's
               scale:float=1., # multiplies the adjusted logits (LDAM's s)
               gamma:float=0., # focal exponent; 0 is plain cross-entropy
               reduction:str='mean', # 'mean' = (1/B) sum, 'sum' or 'none'
@@ -182,8 +190,8 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
     z, y = _plain(logits), _plain(target)
     check_reduction(reduction)
     check_logits_targets(z, y, False)  # types and shapes only
-    for v, what in ((weight, 'weight'), (target_margin, 'target_margin'), (class_offset, 'class_offset')):
-        _check_class_vector(v, z.shape[-1], what)
+    for v, what in ((weight, 'weight'), (target_margin, 'target_margin')): _check_class_vector(v, z.shape[-1], what)
+    _check_offset(class_offset, z.shape[-1])
     if target_margin is not None and margin_in_logits is None: margin_in_logits = logit_margin_needed(target_margin, scale)
     return _margin_ce(z, y, weight, target_margin, class_offset, float(scale), float(gamma), reduction, check,
                       bool(margin_in_logits))
@@ -647,6 +655,51 @@ class BalancedSoftmaxLoss(MarginCELoss):
         n = check_counts(counts)
         super().__init__(len(n), weight=weight, class_offset=n.double().log().float(), **kwargs)
         self._record(counts=counts, weight=weight)
+
+# %% ../nbs/01_losses.ipynb #670a8332
+def window_pair_margins(counts:Tensor, # float counts, one per class, all >= 1
+                        positions:Tensor, # one position per class on the line
+                        members:Tensor, # LongTensor[C, W] from `window_members`
+                        tau:float=1., # similarity temperature
+                       ) -> Tensor:
+    "Tensor[C, C]: `sim(c, j) * max(0, ln n_j - ln n_c)` for the classes j in c's window, 0 elsewhere"
+    q = standardize(positions)
+    sim = (gather_window(q, members) - q[:, None]).abs().div(-tau).exp()
+    ln = counts.log()
+    gap = (gather_window(ln, members) - ln[:, None]).clamp_min(0)
+    return torch.zeros(len(q), len(q), dtype=q.dtype, device=q.device).scatter(1, members, sim * gap)
+
+class PairwiseWindowLoss(MarginCELoss):
+    "Logit adjustment plus pairwise margins: the target must beat each more frequent class of its window by `kappa * P[y, j]` more"
+    def __init__(self,
+                 counts, # per-class training counts
+                 positions, # one position per class on the line (the 1-D t-SNE of the prototypes, or any other)
+                 window:int=15, # window size W
+                 kappa:float=1., # strength of the pairwise margins (0: logit adjustment)
+                 tau:float=1., # similarity temperature
+                 la_tau:float=1., # logit-adjustment strength of the base
+                 weight=None, # optional [C] class weights
+                 names=None, # optional class names
+                 **kwargs, # axis, flatten, reduction, check
+                ):
+        n = check_counts(counts, names=names); p = check_positions(torch.as_tensor(positions), len(n)).float()
+        window = check_window(window, len(n)); check_beta_tau(0., tau)
+        for k, v in (('kappa', kappa), ('la_tau', la_tau)):
+            if not math.isfinite(v) or v < 0: raise ValueError(f"{k} must be a finite number >= 0, got {v}")
+        super().__init__(len(n), weight=weight, **kwargs)
+        pair = window_pair_margins(n.float(), p, window_index(p, window), tau)
+        self.register_buffer('pair_offset', la_tau * log_prior(n)[None, :] + kappa * pair)
+        store_attr('window,kappa,tau,la_tau'); self.names = names
+        self._record(counts=n, positions=p, window=window, kappa=kappa, tau=tau, la_tau=la_tau, weight=weight, names=names)
+
+    @classmethod
+    def from_window(cls, sw:SimilarityWindow, # counts, positions, W and tau come from here
+                    **kwargs): # kappa, la_tau, weight, reduction, ...
+        "The pairwise loss of a `SimilarityWindow`"
+        return cls(sw.counts, sw.positions, sw.window, tau=sw.tau, names=sw.names, **kwargs)
+
+    def class_terms(self) -> tuple: return self.weight, None, self.pair_offset
+    def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
 
 # %% ../nbs/01_losses.ipynb #2aedcbf6
 def _train_targets(ds):

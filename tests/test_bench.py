@@ -176,6 +176,13 @@ def test_dyswrm_models_no_similarity_but_dyswrm_tsne_does(fmnist_dir, tmp_path, 
     res = run_bench(cfg)
     assert calls == dict(tsne=1, features=1)
     assert res['runs'].prototypes_time_s.notna().all()
+    # the random-window ablations model no similarity either; la-pw models it once, from an LA model
+    cfg = bench_config(methods='swrm-random,la-pw-random,la-pw', seeds=[0], epochs=2, n_max=N_MAX, imb=IMB,
+                       data_root=str(fmnist_dir), bar=False, threads=1, kappa=2., out=str(tmp_path/'c'))
+    res = run_bench(cfg)
+    assert calls == dict(tsne=2, features=2)
+    lf = res['kept']['la-pw']['window']
+    assert lf is not None and res['runs'].switch_time_s.notna().all()
 
 def test_public_switch_callback_models_no_similarity(monkeypatch):
     "`LossSwitchCallback(k, loss)` switches to the given loss and computes nothing else"
