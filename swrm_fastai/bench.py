@@ -196,10 +196,12 @@ def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
 _la = lambda counts: LogitAdjustedLoss(counts, tau=1.)
 _pairwise = lambda sw, cfg: PairwiseWindowLoss.from_window(sw, kappa=cfg['kappa'])
 
-def _dyswrm_loss(counts, cfg):
-    return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'], normalize=cfg['normalize'])
-def _dyswrm(counts, cfg):
-    return CrossEntropyLossFlat(), [LossSwitchCallback(cfg['switch_epoch'], _dyswrm_loss(counts, cfg), verbose=False)], None
+def _dyswrm_loss(counts, cfg, pull=0.):
+    return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'],
+                      normalize=cfg['normalize'], pull=pull)
+def _dyswrm(counts, cfg, pull=False):
+    lf = _dyswrm_loss(counts, cfg, cfg['pull'] if pull else 0.)
+    return CrossEntropyLossFlat(), [LossSwitchCallback(cfg['switch_epoch'], lf, verbose=False)], None
 def _dyswrm_1stage(counts, cfg): return _dyswrm_loss(counts, cfg), [], None
 
 METHODS = {
@@ -214,6 +216,7 @@ METHODS = {
     'swrm':     ('SWRM', _window_method('swrm')),
     'dyswrm':   ('DySWRM', _dyswrm),
     'dyswrm-tsne': ('DySWRM (t-SNE start)', _window_method('dyswrm-tsne')),
+    'dyswrm-pull': ('DySWRM (pull)', partial(_dyswrm, pull=True)),
     'dyswrm-1stage': ('DySWRM (1 stage)', _dyswrm_1stage),
     'swrm-random': ('SWRM (random window)', _random_method(lambda sw, cfg: SWRMLoss.from_window(sw))),
     'la-pw':    ('LA + pairwise', _window_method('pairwise', _la, kappa='kappa')),
@@ -233,7 +236,7 @@ def parse_methods(spec) -> list:
     return list(dict.fromkeys(names))
 
 # %% ../nbs/06_bench.ipynb #9264ff91
-SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float)
+SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float, pull=float)
 
 def parse_sweep(specs) -> dict:
     "`['window=2,3,5', 'beta=0,1']` -> `{'window': [2, 3, 5], 'beta': [0.0, 1.0]}`"
@@ -279,7 +282,7 @@ class RunBar(Callback):
 
 # %% ../nbs/06_bench.ipynb #05dd8f54
 BENCH_DEFAULTS = dict(epochs=20, lr=0.1, wd=1e-4, warmup=5/200, milestones=(0.7, 0.9), switch=0.7, window=3,
-                      beta=1., tau=1., kappa=1., normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
+                      beta=1., tau=1., kappa=1., pull=1., normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
 
 def make_model(name:str, # key of `MODELS`
                n_classes:int, # number of classes C
@@ -420,7 +423,8 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     for v in cfg['sweep'].get('switch', []): _check(0 < v < 1, f"swept switch values must be in (0, 1), got {v}")
     for v in cfg['sweep'].get('beta', []): _check(v >= 0, f"swept beta values must be >= 0, got {v}")
     for v in cfg['sweep'].get('tau', []): _check(v > 0, f"swept tau values must be > 0, got {v}")
-    for v in [cfg['kappa']] + cfg['sweep'].get('kappa', []): _check(math.isfinite(v) and v >= 0, f"kappa must be >= 0, got {v}")
+    for k in ('kappa', 'pull'):
+        for v in [cfg[k]] + cfg['sweep'].get(k, []): _check(math.isfinite(v) and v >= 0, f"{k} must be >= 0, got {v}")
     stamp = datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')
     tag = '-quick' if quick else ('-sweep' if cfg['sweep'] else '')
     cfg['out'] = str(out) if out is not None else f"results/{dataset}{tag}-{stamp}"
@@ -623,7 +627,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
-    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa, e.g. window=2,3,5 beta=0,0.5,1,2")
+    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
     a('--bs', type=int, default=None, help="batch size (default 128)")
@@ -633,6 +637,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--beta', type=float, default=None, help="margin strength beta (default: the recipe's)")
     a('--tau', type=float, default=None, help="similarity temperature tau (default 1)")
     a('--kappa', type=float, default=None, help="strength of the pairwise window margins of la-pw (default 1)")
+    a('--pull', type=float, default=None, help="strength of dyswrm-pull's term pulling confused classes together (default 1)")
     a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200)")
     a('--normalize', action='store_true', default=None, help="rescale SWR weights to mean 1")
     a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, CIFAR-LT; default 100)")

@@ -445,12 +445,14 @@ class DySWRMLoss(MarginCELoss):
                  betas:tuple=(0.9, 0.999), # Adam's moment decay rates
                  eps:float=1e-8, # Adam's epsilon
                  names=None, # optional class names (for `similarity_window`)
+                 pull:float=0., # strength of the term that pulls confused classes together on the line (0: the paper's)
                  **kwargs, # axis, flatten, reduction, check
                 ):
         n = check_counts(counts, names=names)
         C = len(n)
         window = check_window(window, C); check_beta_tau(beta, tau)
         if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"lr must be a finite number >= 0, got {lr}")
+        if not (math.isfinite(pull) and pull >= 0): raise ValueError(f"pull must be a finite number >= 0, got {pull}")
         super().__init__(C, weight=weight, **kwargs)
         self.register_buffer('counts', n.float().clone())  # never an alias of the caller's tensor
         self.positions = nn.Parameter(init_positions(C, init, seed))
@@ -458,10 +460,10 @@ class DySWRMLoss(MarginCELoss):
         self.register_buffer('exp_avg_sq', torch.zeros(C))
         self.register_buffer('n_steps', torch.zeros(()))
         betas = tuple(float(b) for b in betas)
-        store_attr('window,beta,tau,lr,normalize,betas,eps')
+        store_attr('window,beta,tau,lr,normalize,betas,eps,pull')
         self.names = None if names is None else [o if isinstance(o, (int, str)) else str(o) for o in names]
         self._record(counts=n, window=window, beta=beta, tau=tau, lr=lr, seed=seed, normalize=normalize,
-                     weight=weight, betas=betas, eps=eps, names=self.names)
+                     weight=weight, betas=betas, eps=eps, names=self.names, pull=pull)
         self._hook()
 
     def _hook(self):
@@ -532,6 +534,21 @@ class DySWRMLoss(MarginCELoss):
         weights = window_weights(self.counts, members, self.normalize) if self.weight is None else self.weight
         return weights, window_margins(p, members, self.beta, self.tau), None
 
+    def _pull(self, z:Tensor, y:Tensor) -> Tensor:
+        "Per sample `sum_j p_j (q_y - q_j)^2`, `p` the detached softmax: small when confused classes sit together"
+        q = standardize(self.positions)
+        p = torch.softmax(z.detach().reshape(-1, z.shape[-1]).float(), -1)
+        qy = q.index_select(0, y.reshape(-1).long())
+        return qy * qy - 2 * qy * (p @ q) + p @ (q * q)
+
+    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
+        out = super().forward(inp, targ)
+        if not self.pull or not torch.is_grad_enabled() or not isinstance(self.positions, nn.Parameter): return out
+        t = self._pull(*self._flat(inp, targ)) * self.pull
+        t = t - t.detach()  # worth 0: the loss value is Eq. 4's; only the positions get this term's gradient
+        if self.reduction == 'none': return out + t.view(out.shape)
+        return out + (t.mean() if self.reduction == 'mean' else t.sum())
+
     def _follow(self, x:Tensor):
         super()._follow(x)
         self._hook()  # a device move may have replaced the parameter
@@ -543,7 +560,7 @@ class DySWRMLoss(MarginCELoss):
 
     def extra_repr(self):
         return (f"n_classes={self.n_classes}, window={self.window}, beta={self.beta}, tau={self.tau}, lr={self.lr}, "
-                f"steps={int(self.n_steps)}, reduction={self.reduction!r}")
+                f"steps={int(self.n_steps)}, reduction={self.reduction!r}" + (f", pull={self.pull}" if self.pull else ''))
 
 # %% ../nbs/01_losses.ipynb #3f4576de
 def cb_weights(counts, # per-class training counts
