@@ -151,7 +151,7 @@ def switch_epoch(frac:float, # fraction of training done before the switch (0.7 
 RECIPES = {
     'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=5/200,
                              milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
-    'glyphs-lt':   dict(builder='glyphs_lt', model='small', epochs=40, lr=0.1, warmup=5/200,  # 40 x 2.3 s: ~1.6 min a run, 1 thread
+    'glyphs-lt':   dict(builder='glyphs_lt', model='small', epochs=40, lr=0.1, warmup=5/200,  # 40 x 2.3-2.9 s: 1.6-2 min a run, 1 thread
                         milestones=(0.7, 0.9), switch=0.7, window=15, beta=1., wd=1e-4, quick_n_max=100),
     'cifar10-lt':  dict(builder='cifar_lt', n_classes=10, model='resnet32', epochs=200, lr=0.1, warmup=5/200,
                         milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
