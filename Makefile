@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
+# Fonts of Glyphs-LT (swrm_fastai.data.GLYPH_FONTS): training families, then test families
+GLYPH_FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
+  fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-inconsolata
 export PYTHONHASHSEED := 0
 
 .PHONY: demo test venv data nbtest pytest export clean-nbs check-sync readme bench-speed slow-tests
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Fashion-MNIST from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
+# Fashion-MNIST and the fonts of Glyphs-LT from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
 data:
 	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -24,6 +27,13 @@ data:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
 	    echo "warning: could not apt-get install dataset-fashion-mnist"; \
 	  else echo "note: $(FMNIST) missing and not root; set SWRM_DATA or let torchvision download"; fi; \
+	fi
+	@if ! dpkg -s $(GLYPH_FONTS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q $(GLYPH_FONTS) >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(GLYPH_FONTS) >/dev/null 2>&1) || \
+	    echo "warning: could not apt-get install the Glyphs-LT fonts ($(GLYPH_FONTS))"; \
+	  else echo "note: Glyphs-LT fonts missing and not root; sudo apt-get install $(GLYPH_FONTS)"; fi; \
 	fi
 
 demo: venv data

@@ -22,7 +22,7 @@ from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
 from fastprogress.fastprogress import master_bar, progress_bar
-from .similarity import check_window, SimilarityWindow
+from .similarity import check_window, SimilarityWindow, lookalike_share
 from .losses import (class_counts, cosine_head, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting
@@ -33,12 +33,12 @@ from . import data as lt_data
 
 # %% auto #0
 __all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'GROUPS', 'SCORES',
-           'QUICK', 'BasicBlock', 'SmallResNet', 'resnet32', 'small_resnet', 'resnet10', 'resnet18', 'paper_lr',
-           'epoch_fraction', 'switch_epoch', 'BenchError', 'parse_methods', 'parse_sweep', 'SkipValidation',
+           'QUICK', 'LOOKALIKE_COLS', 'BasicBlock', 'SmallResNet', 'resnet32', 'small_resnet', 'resnet10', 'resnet18',
+           'paper_lr', 'epoch_fraction', 'switch_epoch', 'BenchError', 'parse_methods', 'parse_sweep', 'SkipValidation',
            'EpochTimer', 'RunBar', 'make_model', 'input_channels', 'fit_method', 'run_scores', 'summarise', 'fmt_score',
-           'markdown_table', 'score_table', 'bench_config', 'load_data', 'bench_jobs', 'run_bench', 'library_versions',
-           'switch_cost', 'write_tables', 'write_tail_confusions', 'write_plots', 'write_results', 'bench_parser',
-           'main']
+           'markdown_table', 'score_table', 'bench_config', 'load_data', 'bench_jobs', 'lookalike_row', 'run_bench',
+           'library_versions', 'switch_cost', 'write_tables', 'write_tail_confusions', 'lookalike_table',
+           'write_lookalikes', 'write_plots', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #acd53138
 class BasicBlock(nn.Module):
@@ -151,6 +151,8 @@ def switch_epoch(frac:float, # fraction of training done before the switch (0.7 
 RECIPES = {
     'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=5/200,
                              milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
+    'glyphs-lt':   dict(builder='glyphs_lt', model='small', epochs=40, lr=0.1, warmup=5/200,  # 40 x 2.3-2.9 s: 1.6-2 min a run, 1 thread
+                        milestones=(0.7, 0.9), switch=0.7, window=15, beta=1., wd=1e-4, quick_n_max=100),
     'cifar10-lt':  dict(builder='cifar_lt', n_classes=10, model='resnet32', epochs=200, lr=0.1, warmup=5/200,
                         milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
     'cifar100-lt': dict(builder='cifar_lt', n_classes=100, model='resnet32', epochs=200, lr=0.1, warmup=5/200,
@@ -367,10 +369,10 @@ def fmt_score(mean, std, digits=2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and np.isfinite(std) else '')
 
 def markdown_table(df:pd.DataFrame) -> str:
-    "A GitHub markdown table of `df` (no index), cells as strings"
+    "A GitHub markdown table of `df` (no index), cells as strings (a `|` in a cell escaped)"
     cols = [str(c) for c in df.columns]
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '|'.join('---' for _ in cols) + '|']
-    lines += ['| ' + ' | '.join(str(v) for v in row) + ' |' for row in df.itertuples(index=False)]
+    lines += ['| ' + ' | '.join(str(v).replace('|', '\\|') for v in row) + ' |' for row in df.itertuples(index=False)]
     return '\n'.join(lines) + '\n'
 
 def score_table(summary:pd.DataFrame, # output of `summarise`
@@ -404,7 +406,7 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     kw = {k: v for k, v in kw.items() if v is not None}
     cfg = {**BENCH_DEFAULTS, **RECIPES[dataset], 'dataset': dataset, 'bs': 128, 'imb': 100., 'n_max': None,
            'data_root': None, 'split_dir': None, 'data_seed': 0, 'quick': quick, 'threads': None, 'bar': IN_NOTEBOOK or sys.stdout.isatty()}
-    if quick: cfg.update(epochs=QUICK['epochs'], n_max=QUICK['n_max'])
+    if quick: cfg.update(epochs=QUICK['epochs'], n_max=cfg.get('quick_n_max', QUICK['n_max']))
     cfg.update(kw)
     cfg['sweep'] = parse_sweep(sweep)
     if methods is None: methods = ['swrm'] if cfg['sweep'] else list(QUICK['methods'] if quick else PAPER_METHODS)
@@ -440,6 +442,10 @@ def load_data(cfg:dict):
             kw = dict(imb_factor=cfg['imb'], path=cfg['data_root'], seed=seed, bs=bs)
             if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
             return data.fashion_mnist_lt(**kw)
+        if name == 'glyphs-lt':
+            kw = dict(imb_factor=cfg['imb'], font_dir=cfg['data_root'], seed=seed, bs=bs)
+            if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
+            return data.glyphs_lt(**kw)
         if name in ('cifar10-lt', 'cifar100-lt'):
             kw = dict(n_classes=cfg['n_classes'], imb_factor=cfg['imb'], path=cfg['data_root'], seed=seed, bs=bs)
             if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
@@ -461,6 +467,17 @@ def _similarity_window(learn):
     try: return similarity_window_of(learn)
     except ValueError: return None
 
+LOOKALIKE_COLS = ('lookalike_pairs_shared', 'lookalike_pairs', 'lookalike_share', 'lookalike_chance')
+
+def lookalike_row(sw, # the run's `SimilarityWindow`, or None
+                  groups, # the data's look-alike groups (`dls.lookalikes`), or None
+                  names, # class names, index order
+                 ) -> dict:
+    "The look-alike columns of a run (`LOOKALIKE_COLS`, shares as fractions): NaN without a window or without groups"
+    if sw is None or not groups: return {k: float('nan') for k in LOOKALIKE_COLS}
+    d = lookalike_share(sw, groups, names)
+    return dict(zip(LOOKALIKE_COLS, (d['shared'], d['pairs'], d['share'], d['chance'])))
+
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
              ) -> dict:
@@ -471,7 +488,7 @@ def run_bench(cfg:dict, # from `bench_config`
     for w in [cfg['window']] + cfg['sweep'].get('window', []):
         try: check_window(w, len(counts))
         except ValueError as e: raise BenchError(f"{cfg['dataset']}: {e}") from None
-    in_ch, jobs = input_channels(dls), bench_jobs(cfg)
+    in_ch, jobs, groups = input_channels(dls), bench_jobs(cfg), getattr(dls, 'lookalikes', None)
     mb = master_bar(jobs) if cfg['bar'] else None
     say = mb.write if mb is not None else partial(print, flush=True)
     rows, per_class, kept, log, start = [], [], {}, [], time.perf_counter()
@@ -479,24 +496,29 @@ def run_bench(cfg:dict, # from `bench_config`
         res = fit_method(dls, method, seed, {**cfg, **over}, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(jobs)}:')
         scores, pc = run_scores(res['preds'], res['targs'], counts, names)
         et, extra = res['epoch_times'], {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
+        sw = _similarity_window(res['learn'])
+        look = lookalike_row(sw, groups, names)
         row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], eval_time_s=res['eval_time'],
                    epoch_time_s=float(np.mean(et)) if et else float('nan'),
                    switch_time_s=res['switch_time'] if res['switch_time'] is not None else float('nan'),
                    prototypes_time_s=(res['switch_timings'] or {}).get('prototypes', float('nan')),
-                   embedding_time_s=(res['switch_timings'] or {}).get('embedding', float('nan')))
+                   embedding_time_s=(res['switch_timings'] or {}).get('embedding', float('nan')), **look)
         rows.append(row)
         per_class.append(pc.assign(method=method, seed=seed, **extra))
         tag = ''.join(f' {k}={v:g}' for k, v in over.items())
         line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(scores[s], None)}" for s in SCORES)
                 + f" ({res['train_time']:.0f} s)")
+        if not math.isnan(look['lookalike_share']):
+            line += (f"; look-alike pairs sharing a window {look['lookalike_pairs_shared']}/{look['lookalike_pairs']} = "
+                     f"{100 * look['lookalike_share']:.0f}% (chance {100 * look['lookalike_chance']:.0f}%)")
         say(line); log += [f'{method}{tag} seed {seed}: {m}' for m in res['messages']] + [line.strip()]
         if seed == cfg['seeds'][0] and not over:
             kept[method] = dict(cm=confusion_from_preds(res['preds'], res['targs'], len(counts)),
-                                window=_similarity_window(res['learn']))
+                                window=sw)
         del res
     per_class = pd.concat(per_class).rename_axis('class').reset_index()
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=per_class, kept=kept, counts=counts, names=names,
-                log=log, total_time_s=time.perf_counter() - start)
+                lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
 
 # %% ../nbs/06_bench.ipynb #9f024971
 def library_versions() -> dict:
@@ -563,6 +585,40 @@ def write_tail_confusions(res:dict, out:Path):
     (out/'tail_confusions.md').write_text(markdown_table(fmt.drop(columns=['true_idx', 'pred_idx'])))
     return t
 
+def lookalike_table(runs:pd.DataFrame, # one row per run, with the `LOOKALIKE_COLS`
+                    by=('method',), # columns to group by
+                   ) -> pd.DataFrame|None:
+    "Mean and std over seeds of the look-alike diagnostic per method (and swept value); None when no run has it"
+    if 'lookalike_share' not in runs: return None
+    r = runs.dropna(subset=['lookalike_share'])
+    if not len(r): return None
+    return r.groupby(list(by), sort=False).agg(
+        shared_mean=('lookalike_pairs_shared', 'mean'), shared_std=('lookalike_pairs_shared', 'std'),
+        pairs=('lookalike_pairs', 'first'), share_mean=('lookalike_share', 'mean'), share_std=('lookalike_share', 'std'),
+        chance=('lookalike_chance', 'first'), n_seeds=('seed', 'size')).reset_index()
+
+def write_lookalikes(res:dict, out:Path) -> str|None:
+    "lookalike.md: the known look-alike pairs sharing a similarity window, mean ± std over seeds, against chance"
+    cfg = res['cfg']
+    by = ['param', 'value', 'method'] if cfg['sweep'] else ['method']
+    t = lookalike_table(res['runs'], by)
+    if t is None: return None
+    fmt = t[by].copy()
+    fmt['method'] = [METHODS[m][0] if m in METHODS else m for m in fmt['method']]
+    if 'value' in fmt: fmt['value'] = [f'{v:g}' for v in fmt['value']]
+    fmt['pairs sharing a window'] = [f"{fmt_score(m, s)} of {int(n)}" for m, s, n in zip(t.shared_mean, t.shared_std, t.pairs)]
+    fmt['share (%)'] = [fmt_score(100 * m, 100 * s) for m, s in zip(t.share_mean, t.share_std)]
+    fmt['chance (%)'] = [f'{100 * c:.2f}' for c in t.chance]
+    fmt['seeds'] = t.n_seeds.values
+    table = markdown_table(fmt)
+    groups = ' · '.join(' '.join(map(str, g)) for g in res.get('lookalikes') or [])
+    (out/'lookalike.md').write_text(
+        f"# {cfg['dataset']}: known look-alike pairs that share a similarity window\n\n"
+        f"Look-alike groups of the data set: {groups}. A pair shares a window when the window of some class holds both; "
+        f"chance is the expected share on a uniformly random line with the same C and W, (W-1)(2C-W)/(C(C-1)). "
+        f"Mean ± std over seeds {cfg['seeds']}, for the line each run ends with.\n\n" + table)
+    return table
+
 def write_plots(res:dict, out:Path) -> list:
     "Frequency-ordered confusion matrices, SWR vs class-balanced weights, the similarity window, sweep curves"
     import matplotlib; matplotlib.use('Agg', force=False)
@@ -600,15 +656,16 @@ def write_results(res:dict, # from `run_bench`
     table = write_tables(res, out)
     (out/'log.txt').write_text('\n'.join(res['log']) + '\n')
     tail = None if cfg['sweep'] else write_tail_confusions(res, out)
+    look = write_lookalikes(res, out)
     plots = write_plots(res, out)
     cost = switch_cost(res['runs'])
     conf = {k: v for k, v in cfg.items() if k != 'out'}
     conf.update(out=str(out), command='swrm-bench ' + ' '.join(cfg.get('argv') or []), counts=res['counts'].tolist(),
-                names=res['names'], n_train=int(res['counts'].sum()), total_time_s=res['total_time_s'],
+                names=res['names'], n_train=int(res['counts'].sum()), lookalikes=res.get('lookalikes'), total_time_s=res['total_time_s'],
                 mean_epoch_time_s=float(res['runs'].epoch_time_s.mean()), switch_cost=cost, versions=library_versions(),
                 plots=plots, finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     (out/'config.json').write_text(json.dumps(conf, indent=1, default=str))
-    return dict(table=table, tail=tail, switch_cost=cost, out=out)
+    return dict(table=table, tail=tail, lookalike=look, switch_cost=cost, out=out)
 
 # %% ../nbs/06_bench.ipynb #7c1e34cf
 class _Parser(argparse.ArgumentParser):
@@ -626,7 +683,7 @@ def bench_parser() -> argparse.ArgumentParser:
       f"{','.join(QUICK_METHODS)}; with --sweep: swrm)")
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
-      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
+      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
     a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
@@ -640,10 +697,10 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--pull', type=float, default=None, help="strength of dyswrm-pull's term pulling confused classes together (default 1)")
     a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200)")
     a('--normalize', action='store_true', default=None, help="rescale SWR weights to mean 1")
-    a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, CIFAR-LT; default 100)")
-    a('--n-max', type=int, default=None, help="training images of the head class (default 6000 Fashion-MNIST, 5000/500 CIFAR)")
+    a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, Glyphs-LT, CIFAR-LT; default 100)")
+    a('--n-max', type=int, default=None, help="training images of the head class (default 6000 Fashion-MNIST, 500 Glyphs-LT, 5000/500 CIFAR)")
     a('--model', default=None, help=f"one of {', '.join(MODELS)} (default: the recipe's)")
-    a('--data-root', default=None, help="data folder (default: search; ImageNet-LT/Places-LT: the image root)")
+    a('--data-root', default=None, help="data folder (default: search; ImageNet-LT/Places-LT: the image root; Glyphs-LT: the font folder, default /usr/share/fonts)")
     a('--split-dir', default=None, help="folder of the ImageNet-LT/Places-LT split files (default: --data-root)")
     a('--threads', type=int, default=None, help="torch CPU threads (default: torch's; use 1 on a shared machine: "
       "oversubscribed OpenMP threads slow training down by 10x or more)")
@@ -674,6 +731,7 @@ def main(argv=None) -> int:
         return 130
     w = write_results(res)
     print('\n' + w['table'])
+    if w['lookalike'] is not None: print('look-alike pairs sharing a similarity window (chance: a random line)\n' + w['lookalike'])
     c = w['switch_cost']
     if c is not None:
         print(f"switch cost (prototype pass {c['prototypes_time_s']:.2f} s + 1-D t-SNE {c['embedding_time_s']:.2f} s + "

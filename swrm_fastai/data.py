@@ -1,4 +1,4 @@
-"""Long-tailed subsets (CIFAR-LT, Fashion-MNIST-LT) and the published ImageNet-LT / Places-LT splits, as fastai `DataLoaders`
+"""Long-tailed subsets (CIFAR-LT, Fashion-MNIST-LT), Glyphs-LT drawn from fonts and the published ImageNet-LT / Places-LT splits, as fastai `DataLoaders`
 
 Docs: https://swrm.github.io/swrm_fastai/data.html.md"""
 
@@ -6,10 +6,10 @@ Docs: https://swrm.github.io/swrm_fastai/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #c42b5b5b
 from __future__ import annotations
-import functools, gzip, os, pickle, math
+import functools, gzip, hashlib, json, os, pickle, math, string
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from fastcore.all import *
 from fastai.data.core import Datasets, DataLoaders, TfmdDL
 from fastai.data.transforms import Categorize, ToTensor, IntToFloatTensor, Normalize, get_image_files
@@ -19,10 +19,12 @@ from fastai.vision.augment import RandomResizedCrop, FlipItem
 from fasttransform import Transform, DisplayedTransform
 
 # %% auto #0
-__all__ = ['FASHION_MNIST_NAMES', 'FASHION_MNIST_STATS', 'DEBIAN_FASHION_MNIST', 'CIFAR_STATS', 'long_tail_counts',
-           'long_tail_indices', 'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders',
-           'images_dls', 'arrays_lt_dls', 'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt',
-           'find_cifar', 'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt']
+__all__ = ['FASHION_MNIST_NAMES', 'FASHION_MNIST_STATS', 'FASHION_MNIST_LOOKALIKES', 'DEBIAN_FASHION_MNIST', 'GLYPH_CLASSES',
+           'GLYPH_LOOKALIKES', 'DEBIAN_FONTS', 'GLYPH_FONTS', 'CIFAR_STATS', 'long_tail_counts', 'long_tail_indices',
+           'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders', 'images_dls', 'arrays_lt_dls',
+           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt', 'glyph_lookalikes',
+           'glyph_font_files', 'render_glyphs', 'glyph_class_order', 'load_glyphs', 'glyphs_lt', 'find_cifar',
+           'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt']
 
 # %% ../nbs/02_data.ipynb #7d68ce6c
 def _check_imbalance(n_max, n_classes, imb_factor):
@@ -164,14 +166,16 @@ class PadCropFlip(DisplayedTransform):
 
 # %% ../nbs/02_data.ipynb #7d703ffb
 class LTDataLoaders(DataLoaders):
-    "fastai `DataLoaders` with the training `class_counts` (vocab order) and `class_names`"
-    def __init__(self, *loaders, path='.', device=None, class_counts=None, class_names=None):
+    "fastai `DataLoaders` with the training `class_counts` (vocab order), `class_names` and known `lookalikes` groups"
+    def __init__(self, *loaders, path='.', device=None, class_counts=None, class_names=None, lookalikes=None):
         super().__init__(*loaders, path=path, device=device)
         self.class_counts = None if class_counts is None else torch.as_tensor(class_counts).long()
         self.class_names = None if class_names is None else list(class_names)
+        self.lookalikes = None if lookalikes is None else [tuple(g) for g in lookalikes]
     def new_empty(self):
         res = super().new_empty()
-        return type(self)(*res.loaders, path=res.path, device=res.device, class_counts=self.class_counts, class_names=self.class_names)
+        return type(self)(*res.loaders, path=res.path, device=res.device, class_counts=self.class_counts,
+                          class_names=self.class_names, lookalikes=self.lookalikes)
 
 def _lt_dls(x_tfm, labels, n_train, names, after_item, after_batch, bs, device, num_workers, val_bs, path='.'):
     "`LTDataLoaders` over items 0..len(labels)-1, the first `n_train` being the training set"
@@ -238,6 +242,7 @@ def arrays_lt_dls(
 # %% ../nbs/02_data.ipynb #cb6fe93a
 FASHION_MNIST_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 FASHION_MNIST_STATS = ([0.2860], [0.3530])
+FASHION_MNIST_LOOKALIKES = [('T-shirt/top', 'Shirt', 'Pullover', 'Coat'), ('Sandal', 'Sneaker', 'Ankle boot')]
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
 _FMNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
@@ -327,11 +332,242 @@ def fashion_mnist_lt(
     download:bool=True, # Download with torchvision if not found
     dls_path='.', # `dls.path` (where `learn.export` writes)
 )->LTDataLoaders:
-    "Fashion-MNIST-LT: long-tailed training set, the balanced 10,000-image test set as validation set"
+    "Fashion-MNIST-LT: long-tailed training set, the balanced 10,000-image test set as validation set; `dls.lookalikes` set"
     x_tr,y_tr,x_te,y_te = load_fashion_mnist(path, download)
-    return arrays_lt_dls(x_tr, y_tr, x_te, y_te, FASHION_MNIST_NAMES, imb_factor=imb_factor, n_max=n_max, profile=profile,
+    dls = arrays_lt_dls(x_tr, y_tr, x_te, y_te, FASHION_MNIST_NAMES, imb_factor=imb_factor, n_max=n_max, profile=profile,
                          seed=seed, class_order=class_order, bs=bs, item_tfms=item_tfms, batch_tfms=batch_tfms, stats=stats,
                          val_bs=val_bs, device=device, num_workers=num_workers, path=dls_path)
+    dls.lookalikes = FASHION_MNIST_LOOKALIKES
+    return dls
+
+# %% ../nbs/02_data.ipynb #fd1611f4
+GLYPH_CLASSES = list(string.digits + string.ascii_uppercase + string.ascii_lowercase + string.punctuation) + ['£', '§', '°', '±', '×', 'µ']
+GLYPH_LOOKALIKES = [('o', 'O', '0'), ('l', 'I', '1', '|'), ('c', 'C'), ('s', 'S'), ('v', 'V'), ('w', 'W'), ('x', 'X', '×'),
+                    ('z', 'Z'), ('u', 'U'), ('u', 'µ'), ('k', 'K'), ('p', 'P'), (',', '.'), ("'", '`'), ('-', '_'), (':', ';')]
+
+def _check_classes(classes):
+    "`classes` (a string or a list of single characters) as a list, or a `ValueError`"
+    chars = list(classes)
+    bad = [c for c in chars if not (isinstance(c, str) and len(c) == 1 and c.isprintable() and not c.isspace())]
+    if bad: raise ValueError(f"classes must be single printable, non-blank characters, got {bad[0]!r}")
+    if len(chars) < 2: raise ValueError(f"need at least 2 classes, got {len(chars)}")
+    dup = sorted({c for c in chars if chars.count(c) > 1})
+    if dup: raise ValueError(f"classes must be distinct, {dup[0]!r} is repeated")
+    return chars
+
+def glyph_lookalikes(
+    classes=None, # Characters of the classes (default `GLYPH_CLASSES`)
+)->list: # Look-alike groups restricted to `classes`, each with at least 2 members
+    "The groups of `GLYPH_LOOKALIKES` restricted to `classes`"
+    chars = set(_check_classes(ifnone(classes, GLYPH_CLASSES)))
+    return [g for g in (tuple(c for c in grp if c in chars) for grp in GLYPH_LOOKALIKES) if len(g) >= 2]
+
+# %% ../nbs/02_data.ipynb #5ae6bd1a
+DEBIAN_FONTS = Path('/usr/share/fonts')
+GLYPH_FONTS = {  # side -> family -> (Debian package, font files); a family lies on one side only
+    'train': {
+        'DejaVu': ('fonts-dejavu-core', ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf',
+                                         'DejaVuSansMono.ttf', 'DejaVuSansMono-Bold.ttf')),
+        'Liberation': ('fonts-liberation', ('LiberationSans-Regular.ttf', 'LiberationSans-Bold.ttf', 'LiberationSans-Italic.ttf',
+                                            'LiberationSerif-Regular.ttf', 'LiberationSerif-Bold.ttf', 'LiberationSerif-Italic.ttf',
+                                            'LiberationMono-Regular.ttf', 'LiberationMono-Bold.ttf')),
+        'FreeFont': ('fonts-freefont-ttf', ('FreeSans.ttf', 'FreeSansBold.ttf', 'FreeSerif.ttf', 'FreeSerifItalic.ttf',
+                                            'FreeMono.ttf', 'FreeMonoBold.ttf')),
+        'URW base35': ('fonts-urw-base35', ('C059-Roman.otf', 'C059-Italic.otf', 'P052-Roman.otf', 'P052-Bold.otf',
+                                            'URWBookman-Light.otf', 'URWBookman-Demi.otf', 'URWGothic-Book.otf', 'URWGothic-Demi.otf')),
+    },
+    'test': {
+        'Carlito': ('fonts-crosextra-carlito', ('Carlito-Regular.ttf', 'Carlito-Bold.ttf', 'Carlito-Italic.ttf')),
+        'Caladea': ('fonts-crosextra-caladea', ('Caladea-Regular.ttf', 'Caladea-Bold.ttf', 'Caladea-Italic.ttf')),
+        'Open Sans': ('fonts-open-sans', ('OpenSans-Regular.ttf', 'OpenSans-Bold.ttf')),
+        'Inconsolata': ('fonts-inconsolata', ('Inconsolata.otf',)),
+    }}
+
+def _font_side(spec, side):
+    "[(file name, Debian package or None, family or None)] of one side: families as in `GLYPH_FONTS` or a list of file names"
+    if isinstance(spec, dict): return [(f, pkg, fam) for fam,(pkg, files) in spec.items() for f in files]
+    if isinstance(spec, (str, Path)) or not is_listy(spec): raise ValueError(f"fonts[{side!r}] must be a list of font file names or a dict of families, got {spec!r}")
+    return [(Path(f).name, None, None) for f in spec]
+
+def _font_index(root):
+    "{file name: path} of the .ttf/.otf files under `root` (the first in sorted order when a name repeats)"
+    idx = {}
+    for p in sorted(Path(root).rglob('*')):
+        if p.suffix.lower() in ('.ttf', '.otf') and p.is_file(): idx.setdefault(p.name, p)
+    return idx
+
+def glyph_font_files(
+    fonts=None, # {'train': ..., 'test': ...}, each a dict of families like `GLYPH_FONTS`' or a list of file names
+    font_dir=None, # Folder searched (recursively) for the files (default `/usr/share/fonts`)
+)->dict: # {'train': [Path, ...], 'test': [Path, ...]}
+    "The font files of the training and test images, found under `font_dir`; a `ValueError` naming the packages of missing ones"
+    fonts = ifnone(fonts, GLYPH_FONTS)
+    if not isinstance(fonts, dict) or set(fonts) != {'train', 'test'}: raise ValueError(f"fonts must be a dict with the keys 'train' and 'test', got {fonts!r}")
+    sides = {s: _font_side(fonts[s], s) for s in ('train', 'test')}
+    for s,v in sides.items():
+        if not v: raise ValueError(f"no {s} font given")
+    both = sorted({f for f,_,_ in sides['train']} & {f for f,_,_ in sides['test']})
+    if both: raise ValueError(f"train and test fonts must be disjoint, {both[0]} is on both sides")
+    fams = sorted({a for _,_,a in sides['train'] if a} & {a for _,_,a in sides['test'] if a})
+    if fams: raise ValueError(f"a font family must lie on one side only, {fams[0]!r} is on both")
+    root = Path(ifnone(font_dir, DEBIAN_FONTS))
+    idx = _font_index(root) if root.is_dir() else {}
+    miss = [(f, pkg) for s in sides.values() for f,pkg,_ in s if f not in idx]
+    if miss:
+        names = ', '.join(f for f,_ in miss[:3]) + (f' and {len(miss) - 3} more' if len(miss) > 3 else '')
+        pkgs = list(dict.fromkeys(p for _,p in miss if p))
+        how = (f"install them with `sudo apt-get install {' '.join(pkgs)}` (or `make data` as root), or " if pkgs else '')
+        raise ValueError(f"glyphs-LT: {len(miss)} font file{'s' if len(miss) > 1 else ''} not found under {root}: {names}; "
+                         f"{how}pass font_dir= (a folder holding them)")
+    return {s: [idx[f] for f,_,_ in v] for s,v in sides.items()}
+
+# %% ../nbs/02_data.ipynb #9aaa47fb
+_SS = 4  # the master glyphs are drawn at 4x the final size, then transformed and box-filtered down
+_STROKES = {-1: ImageFilter.MinFilter(3), 1: ImageFilter.MaxFilter(3), 2: ImageFilter.MaxFilter(5)}  # thinner .. bolder
+
+def _font(f, em): return ImageFont.truetype(str(f), round(em * _SS), layout_engine=ImageFont.Layout.BASIC)
+
+def _draw_master(font, ch, size, baseline):
+    "`ch` white on black at `_SS` x `size`, centred horizontally, its baseline on row `baseline` (final pixels)"
+    im = Image.new('L', (size * _SS, size * _SS))
+    ImageDraw.Draw(im).text((size * _SS / 2, baseline * _SS), ch, font=font, fill=255, anchor='ms')
+    return im
+
+class _Masters:
+    "The master glyph of each (font, character, stroke), drawn once on first use; fonts lacking a character raise"
+    def __init__(self, font_files, chars, size, em, baseline):
+        store_attr()
+        self.fonts,self.cache,self.notdef = {},{},{}
+    def __call__(self, fi, ci, stroke):
+        key = (fi, ci, stroke)
+        if key in self.cache: return self.cache[key]
+        if stroke != 0: m = self(fi, ci, 0).filter(_STROKES[stroke])
+        else:
+            if fi not in self.fonts:
+                self.fonts[fi] = _font(self.font_files[fi], self.em)
+                self.notdef[fi] = _draw_master(self.fonts[fi], '\U0010FFFD', self.size, self.baseline).tobytes()  # the missing-glyph box
+            m = _draw_master(self.fonts[fi], self.chars[ci], self.size, self.baseline)
+            if m.getbbox() is None or m.tobytes() == self.notdef[fi]:
+                raise ValueError(f"font {Path(self.font_files[fi]).name} has no glyph for {self.chars[ci]!r}")
+        self.cache[key] = m
+        return m
+
+def render_glyphs(
+    labels, # Class index of each image, into `chars`
+    chars, # The character of each class
+    font_files, # Font files; each image is drawn with one of them, chosen at random
+    seed=0, # Seed (an int or a numpy `SeedSequence`) of every random choice
+    size:int=28, # Side of the square images, in pixels
+    em:float=20, # Font size (em) in pixels before the random scaling
+    baseline:float=21, # Row of the baseline before the random offset
+)->np.ndarray: # uint8 [N, size, size]: light glyphs on a dark background
+    "Images of `chars[labels]` in random fonts with a random size, offset, rotation, weight, blur, contrast and noise"
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(chars)): raise ValueError(f"labels must lie in 0..{len(chars)-1}")
+    if not len(font_files): raise ValueError("no font file given")
+    rng, N, big = np.random.default_rng(seed), len(labels), size * _SS
+    font = rng.integers(0, len(font_files), N)
+    scale, rot = rng.uniform(0.85, 1.15, N), np.deg2rad(rng.uniform(-8, 8, N))
+    dx, dy = rng.uniform(-1.5, 1.5, (2, N))
+    stroke, blur = rng.integers(-1, 3, N), rng.uniform(0, 1, N)
+    ink, bg, sd = rng.uniform(0.6, 1, N), rng.uniform(0, 40, N), rng.uniform(0, 16, N)
+    noise = rng.standard_normal((N, size, size), dtype=np.float32)
+    masters = _Masters(font_files, chars, size, em, baseline)
+    px, py = big / 2, (baseline - 0.3 * em) * _SS  # rotation and scaling about the middle of the x-height
+    out = np.empty((N, size, size), np.float32)
+    for i in range(N):
+        c, s = np.cos(rot[i]) / scale[i], np.sin(rot[i]) / scale[i]
+        ox, oy = px + dx[i] * _SS, py + dy[i] * _SS
+        m = masters(int(font[i]), int(labels[i]), int(stroke[i]))  # output (x, y) -> input: inverse of the similarity
+        im = m.transform((big, big), Image.AFFINE, (c, s, px - c*ox - s*oy, -s, c, py + s*ox - c*oy), resample=Image.BILINEAR)
+        out[i] = np.asarray(im.resize((size, size), Image.BOX).filter(ImageFilter.GaussianBlur(float(blur[i]))), dtype=np.float32)
+    out = bg[:,None,None] + (ink * (255 - bg) / 255)[:,None,None] * out + sd[:,None,None] * noise
+    return np.rint(out.clip(0, 255)).astype(np.uint8)
+
+# %% ../nbs/02_data.ipynb #4f90507a
+_GLYPHS_VERSION = 1  # bump when the rendering changes: part of the cache key
+
+def _sha1_file(f): return hashlib.sha1(Path(f).read_bytes()).hexdigest()
+
+def _glyph_streams(seed):
+    "Independent random streams of a build: class order, training labels, training drawing, test labels, test drawing"
+    return np.random.SeedSequence(seed).spawn(5)
+
+def glyph_class_order(
+    n_classes:int, # Number of classes C
+    seed:int=0, # Seed of the data set
+)->np.ndarray: # Permutation of range(C): class `order[i]` gets the i-th (i-th largest) training count
+    "Head-to-tail order of the classes of a Glyphs-LT build: a seeded random permutation"
+    return np.random.default_rng(_glyph_streams(seed)[0]).permutation(n_classes)
+
+def load_glyphs(
+    imb_factor:float=100, # Imbalance factor mu = n_max / n_min
+    n_max:int=500, # Training images of the head class
+    seed:int=0, # Seed of the class order and of the drawing
+    n_test:int=100, # Test images per class (balanced)
+    classes=None, # Characters of the classes (default `GLYPH_CLASSES`)
+    fonts=None, # Training and test fonts (default `GLYPH_FONTS`, see `glyph_font_files`)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+    size:int=28, # Image side in pixels
+    profile:str='exp', # 'exp' or 'step'
+    cache_dir=None, # Folder of the cached builds (default `$SWRM_DATA/glyphs-lt`, else fastai's data folder)
+    cache:bool=True, # Read and write the cache
+)->tuple: # (x_train, y_train, x_test, y_test): uint8 [N, size, size] images, int64 labels
+    "The long-tailed training and balanced test images of Glyphs-LT, drawn once and then read from an .npz cache"
+    chars = _check_classes(ifnone(classes, GLYPH_CLASSES))
+    counts = long_tail_counts(n_max, len(chars), imb_factor, profile).numpy()
+    if not (isinstance(n_test, (int, np.integer)) and n_test >= 1): raise ValueError(f"n_test must be an integer >= 1, got {n_test!r}")
+    if not (isinstance(size, (int, np.integer)) and size >= 8): raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    files = glyph_font_files(fonts, font_dir)
+    from PIL import __version__ as pil_version, features
+    meta = dict(version=_GLYPHS_VERSION, classes=''.join(chars), counts=counts.tolist(), seed=int(seed), n_test=int(n_test),
+                size=int(size), pil=pil_version, freetype=features.version('freetype2'),
+                fonts={s: [[f.name, _sha1_file(f)] for f in v] for s,v in files.items()})
+    key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'glyphs-lt'))/f'glyphs-lt-{key}.npz'
+    if cache and fname.is_file():
+        with np.load(fname) as d:
+            if json.loads(str(d['meta'])) == meta: return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+    _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)  # the test set does not depend on the imbalance
+    y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
+    y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
+    x_tr = render_glyphs(y_tr, chars, files['train'], s_xtr, size)
+    x_te = render_glyphs(y_te, chars, files['test'], s_xte, size)
+    if cache:
+        fname.parent.mkdir(parents=True, exist_ok=True)
+        tmp = fname.with_name(f'{fname.stem}.{os.getpid()}.tmp.npz')
+        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, meta=json.dumps(meta, sort_keys=True))
+        os.replace(tmp, fname)  # atomic: a concurrent build never reads half a file
+    return x_tr, y_tr, x_te, y_te
+
+def glyphs_lt(
+    imb_factor:float=100, # Imbalance factor mu = n_max / n_min
+    n_max:int=500, # Training images of the head class (500: CIFAR-100-LT's counts)
+    seed:int=0, # Seed of the class order and of the drawing
+    n_test:int=100, # Test images per class (balanced, in the test fonts)
+    classes=None, # Characters of the classes (default `GLYPH_CLASSES`, 100 of them)
+    fonts=None, # Training and test fonts (default `GLYPH_FONTS`)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+    size:int=28, # Image side in pixels
+    profile:str='exp', # 'exp' or 'step'
+    bs:int=128, # Batch size
+    item_tfms=None, # Extra item transforms
+    batch_tfms=None, # Augmentation batch transforms (default: pad-2 random crop, no flip; [] for none)
+    stats=None, # Normalisation (mean, std) (default: computed on the training images)
+    val_bs:int=None, # Validation batch size
+    device=None, # Device (default: fastai `default_device()`)
+    num_workers:int=0, # DataLoader workers
+    cache_dir=None, # Folder of the cached builds (default `$SWRM_DATA/glyphs-lt`, else fastai's data folder)
+    cache:bool=True, # Read and write the cache
+    dls_path='.', # `dls.path` (where `learn.export` writes)
+)->LTDataLoaders:
+    "Glyphs-LT: characters drawn from fonts with CIFAR-100-LT's long tail, a balanced test set in other fonts; `dls.lookalikes` set"
+    chars = _check_classes(ifnone(classes, GLYPH_CLASSES))
+    x_tr,y_tr,x_te,y_te = load_glyphs(imb_factor, n_max, seed, n_test, chars, fonts, font_dir, size, profile, cache_dir, cache)
+    dls = images_dls(x_tr, y_tr, x_te, y_te, chars, bs=bs, item_tfms=item_tfms, stats=stats, val_bs=val_bs, device=device,
+                     batch_tfms=[PadCropFlip(2, p_flip=0.)] if batch_tfms is None else batch_tfms, num_workers=num_workers, path=dls_path)
+    dls.lookalikes = glyph_lookalikes(chars)
+    return dls
 
 # %% ../nbs/02_data.ipynb #b69f31d9
 CIFAR_STATS = {10: ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),

@@ -15,7 +15,8 @@ from fastcore.basics import store_attr
 # %% auto #0
 __all__ = ['per_class_vector', 'check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'rank_classes',
            'window_index', 'window_members', 'gather_window', 'window_weights', 'swr_weights', 'standardize',
-           'window_margins', 'swm_margins', 'embed_1d', 'SimilarityWindow']
+           'window_margins', 'swm_margins', 'embed_1d', 'SimilarityWindow', 'window_chance', 'lookalike_pairs',
+           'lookalike_share']
 
 # %% ../nbs/00_similarity.ipynb #093dd48f
 def per_class_vector(x, # one value per class
@@ -269,3 +270,52 @@ def _plot_window(sw:SimilarityWindow, ax=None, names=None, figsize=None):
     return ax
 
 SimilarityWindow.plot = _plot_window
+
+# %% ../nbs/00_similarity.ipynb #7795d7da
+def window_chance(n_classes:int, # number of classes C
+                  window:int, # window size W, 2 <= W <= C
+                 ) -> float:
+    "Probability that two given classes share a window on a uniformly random line: (W-1)(2C-W) / (C(C-1))"
+    W = check_window(window, n_classes)
+    return (W - 1) * (2 * n_classes - W) / (n_classes * (n_classes - 1))
+
+def _class_index(c, index, n_classes):
+    "Index of the look-alike class `c`: a name looked up in `index`, or an integer index"
+    if isinstance(c, str):
+        if index is None: raise ValueError(f"look-alike class {c!r} is a name, but no class names were given")
+        if c not in index: raise ValueError(f"look-alike class {c!r} is not one of the class names")
+        return index[c]
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < n_classes: return int(c)
+    raise ValueError(f"look-alike class {c!r} is neither a class name nor a class index in 0..{n_classes - 1}")
+
+def lookalike_pairs(groups, # groups of look-alike classes: names (looked up in `names`) or class indices
+                    n_classes:int, # number of classes C
+                    names=None, # class names in index order (needed when the groups hold names)
+                   ) -> list:
+    "Sorted distinct pairs `(i, j)`, `i < j`, of classes that are in a look-alike group together"
+    index = None if names is None else {str(n): i for i, n in enumerate(names)}
+    pairs = set()
+    for g in groups:
+        idx = [_class_index(c, index, n_classes) for c in g]
+        if len(set(idx)) < 2: raise ValueError(f"look-alike group {tuple(g)!r} needs at least 2 distinct classes")
+        pairs.update((min(a, b), max(a, b)) for a in idx for b in idx if a != b)
+    if not pairs: raise ValueError("no look-alike group given")
+    return sorted(pairs)
+
+def lookalike_share(window, # a `SimilarityWindow`, or the LongTensor[C, W] of window members
+                    groups, # look-alike groups: class names or class indices
+                    names=None, # class names in index order (default: the window's names)
+                   ) -> dict:
+    "Known look-alike pairs that share a window (`shared` of `pairs`, `share`) and the `chance` share of a random line"
+    if isinstance(window, SimilarityWindow): members, names = window.members, (window.names if names is None else names)
+    else: members = torch.as_tensor(window)
+    if members.ndim != 2 or members.is_floating_point() or members.dtype == torch.bool or not 2 <= members.shape[1] <= members.shape[0]:
+        raise ValueError(f"window members must be an integer [C, W] tensor with 2 <= W <= C, got {members.dtype} of shape {tuple(members.shape)}")
+    C, W = members.shape
+    if members.min() < 0 or members.max() >= C: raise ValueError(f"window members must be class indices in 0..{C - 1}")
+    if names is not None and len(names) != C: raise ValueError(f"{len(names)} names given for {C} classes")
+    pairs = lookalike_pairs(groups, C, names)
+    inw = torch.zeros(C, C, dtype=torch.float64).scatter_(1, members.detach().cpu().long(), 1.)  # inw[c, i]: i in N_W(c)
+    together = (inw.T @ inw) > 0  # together[i, j]: some window holds both i and j
+    shared = sum(bool(together[i, j]) for i, j in pairs)
+    return dict(shared=shared, pairs=len(pairs), share=shared / len(pairs), chance=window_chance(C, W))

@@ -136,6 +136,8 @@ def test_sweep(fmnist_dir, tmp_path):
     (['--data-root', '/nonexistent/fmnist'], 'cannot load fashion-mnist-lt: Fashion-MNIST not found'),
     (['--dataset', 'imagenet-lt'], 'needs --data-root'),
     (['--dataset', 'places-lt', '--data-root', '/nonexistent/places'], 'cannot load places-lt'),
+    (['--dataset', 'glyphs-lt', '--data-root', '/nonexistent/fonts'], 'cannot load glyphs-lt: glyphs-LT: 37 font files not found under /nonexistent/fonts'),
+    (['--dataset', 'glyphs-lt', '--n-max', '50'], 'cannot load glyphs-lt: n_max=50 is too small for imb_factor=100.0'),
 ])
 def test_bad_arguments(argv, msg, capsys):
     assert main(argv + ['--no-bar']) == 2
@@ -204,3 +206,47 @@ def test_public_switch_callback_models_no_similarity(monkeypatch):
     learn = Learner(dls, torch.nn.Linear(4, 5), loss_func=CrossEntropyLossFlat(), cbs=cb)
     with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     assert learn.loss_func is dy and int(dy.n_steps) == len(dls.train)
+# ---------------------------------------------------------------- Glyphs-LT: a tiny run and the look-alike diagnostic
+from swrm_fastai import data as D
+
+def _has_glyph_fonts():
+    try: D.glyph_font_files(); return True
+    except ValueError: return False
+
+@pytest.fixture(scope='module')
+def glyph_run(tmp_path_factory):
+    "CE and SWRM on a tiny Glyphs-LT (n_max 20, imbalance 10: 737 training images, 100 classes), 2 epochs, the cache in a temp dir"
+    if not _has_glyph_fonts(): pytest.skip('needs the Glyphs-LT fonts (`make data` as root)')
+    out, mp = tmp_path_factory.mktemp('glyphs')/'res', pytest.MonkeyPatch()
+    mp.setenv('SWRM_DATA', str(tmp_path_factory.mktemp('glyph-cache')))
+    try: rc = main(['--dataset', 'glyphs-lt', '--methods', 'ce,swrm', '--n-max', '20', '--imb', '10', '--epochs', '2', '--seeds', '0',
+                    '--threads', '1', '--no-bar', '--out', str(out)])
+    finally: mp.undo()
+    assert rc == 0
+    return out
+
+def test_glyph_run_lookalike_columns(glyph_run):
+    "runs.csv has the diagnostic: NaN for CE (no window), SWRM's line against the 25 known pairs and the exact chance"
+    runs = pd.read_csv(glyph_run/'runs.csv').set_index('method')
+    cols = ['lookalike_pairs_shared', 'lookalike_pairs', 'lookalike_share', 'lookalike_chance']
+    assert set(cols) <= set(runs.columns) and runs.loc['ce', cols].isna().all()
+    s = runs.loc['swrm']
+    assert s.lookalike_pairs == 25 and 0 <= s.lookalike_pairs_shared <= 25 and s.lookalike_share == pytest.approx(s.lookalike_pairs_shared / 25)
+    assert s.lookalike_chance == pytest.approx(14 * 185 / (100 * 99))   # (W-1)(2C-W) / (C(C-1)), W = 15, C = 100
+    log = (glyph_run/'log.txt').read_text()
+    assert f"look-alike pairs sharing a window {int(s.lookalike_pairs_shared)}/25" in log and 'chance 26%' in log
+    md = (glyph_run/'lookalike.md').read_text()
+    assert 'o O 0 · l I 1 |' in md and re.search(rf"\| SWRM \| {s.lookalike_pairs_shared:.2f} of 25 \| {100 * s.lookalike_share:.2f} \| 26.16 \| 1 \|", md)
+    conf = json.loads((glyph_run/'config.json').read_text())
+    assert [tuple(g) for g in conf['lookalikes']] == D.GLYPH_LOOKALIKES and conf['n_train'] == sum(expected_counts(20, 100, 10)) == 737
+    assert conf['window'] == 15 and conf['beta'] == 1 and conf['switch'] == 0.7
+
+def test_glyph_run_tables(glyph_run):
+    "100 classes, 100 test images each; the markdown tables stay tables with '|' and '`' as class names"
+    pc = pd.read_csv(glyph_run/'per_class.csv', keep_default_na=False)
+    assert len(pc) == 200 and (pc.n_valid == 100).all() and set(pc.name) == set(D.GLYPH_CLASSES)
+    assert sorted(pc[pc.method == 'ce'].train_count, reverse=True) == expected_counts(20, 100, 10)
+    for f in ('table.md', 'tail_confusions.md', 'lookalike.md'):
+        rows = [l for l in (glyph_run/f).read_text().splitlines() if l.startswith('|')]
+        n = len(re.split(r'(?<!\\)\|', rows[0]))
+        assert all(len(re.split(r'(?<!\\)\|', l)) == n for l in rows), f

@@ -229,3 +229,105 @@ def test_fashion_on_cuda():
     preds, targs = learn.get_preds()
     summary, _ = shot_accuracy_table(preds, targs, dls.class_counts)
     assert abs(learn.recorder.values[-1][-4] - summary['overall']) < 1e-6
+
+# ---------------------------------------------------------------- Glyphs-LT
+def _has_glyph_fonts():
+    try: D.glyph_font_files(); return True
+    except ValueError: return False
+
+HAS_GLYPH_FONTS = _has_glyph_fonts()
+needs_fonts = pytest.mark.skipif(not HAS_GLYPH_FONTS, reason='needs the Glyphs-LT fonts (`make data` as root)')
+TRAIN_NAMES = [f for _, fs in D.GLYPH_FONTS['train'].values() for f in fs]
+TEST_NAMES = [f for _, fs in D.GLYPH_FONTS['test'].values() for f in fs]
+SMALL = dict(n_max=30, imb_factor=10, n_test=4, classes="oO0lI1|,.'`",
+             fonts=dict(train=['DejaVuSans.ttf', 'LiberationSerif-Regular.ttf', 'FreeMono.ttf'], test=['Carlito-Regular.ttf', 'Inconsolata.otf']))
+
+def test_glyph_counts_without_drawing():
+    "CIFAR-100-LT's counts at the default setting (10,847 images, 500 down to 5), head to tail in a seeded random class order"
+    c = long_tail_counts(500, len(D.GLYPH_CLASSES), 100)
+    assert len(D.GLYPH_CLASSES) == len(set(D.GLYPH_CLASSES)) == 100
+    assert c.sum() == 10847 and c[0] == 500 and c[-1] == 5
+    order = D.glyph_class_order(100, seed=0)
+    assert sorted(order.tolist()) == list(range(100)) and (order != np.arange(100)).any()
+    assert (order == D.glyph_class_order(100, seed=0)).all() and (order != D.glyph_class_order(100, seed=1)).any()
+
+def test_glyph_font_split_is_disjoint():
+    "At least 6 training and 3 test faces; no face and no family on both sides"
+    assert len(TRAIN_NAMES) >= 6 and len(TEST_NAMES) >= 3 and len(set(TRAIN_NAMES + TEST_NAMES)) == len(TRAIN_NAMES + TEST_NAMES)
+    assert not set(D.GLYPH_FONTS['train']) & set(D.GLYPH_FONTS['test'])
+    assert all(c in D.GLYPH_CLASSES for g in D.GLYPH_LOOKALIKES for c in g)
+
+def test_glyph_missing_fonts_one_line(tmp_path):
+    "An empty font folder: one ValueError line naming the folder, the missing files and the packages to install"
+    with pytest.raises(ValueError) as e: D.glyphs_lt(font_dir=tmp_path, cache_dir=tmp_path)
+    msg = str(e.value)
+    assert '\n' not in msg and f'{len(TRAIN_NAMES + TEST_NAMES)} font files not found under {tmp_path}' in msg
+    pkgs = [p for side in ('train', 'test') for p, _ in D.GLYPH_FONTS[side].values()]
+    assert f"sudo apt-get install {' '.join(pkgs)}" in msg and 'make data' in msg
+    assert not list(tmp_path.glob('*.npz'))
+
+@needs_fonts
+def test_glyph_every_font_draws_every_class():
+    "Every face has every one of the 100 characters (a missing glyph raises instead of drawing a box)"
+    files = D.glyph_font_files()
+    assert [f.name for f in files['train']] == TRAIN_NAMES and [f.name for f in files['test']] == TEST_NAMES
+    for f in files['train'] + files['test']:
+        x = D.render_glyphs(np.arange(100), D.GLYPH_CLASSES, [f], seed=0)
+        assert x.shape == (100, 28, 28) and x.dtype == np.uint8
+
+@needs_fonts
+def test_glyph_train_and_test_drawn_from_their_own_fonts(monkeypatch):
+    "The training images are drawn with the training faces only, the test images with the test faces only"
+    seen, real = [], D.render_glyphs
+    def spy(labels, chars, font_files, *args, **kwargs):
+        seen.append((len(labels), [Path(f).name for f in font_files]))
+        return real(labels, chars, font_files, *args, **kwargs)
+    monkeypatch.setattr(D, 'render_glyphs', spy)
+    x_tr, y_tr, x_te, y_te = D.load_glyphs(n_max=6, imb_factor=3, n_test=2, classes='oO0', cache=False)
+    assert seen == [(len(y_tr), TRAIN_NAMES), (len(y_te), TEST_NAMES)]
+    assert sorted(np.bincount(y_tr).tolist()) == sorted(long_tail_counts(6, 3, 3).tolist()) and np.bincount(y_te).tolist() == [2, 2, 2]
+
+@needs_fonts
+def test_glyph_build_is_deterministic_and_cached(tmp_path, monkeypatch):
+    a = D.load_glyphs(**SMALL, cache_dir=tmp_path)
+    b = D.load_glyphs(**SMALL, cache=False)                          # drawn again: the same bytes
+    assert all(u.dtype == v.dtype and u.tobytes() == v.tobytes() for u, v in zip(a, b))
+    assert len(list(tmp_path.glob('glyphs-lt-*.npz'))) == 1
+    def boom(*args, **kwargs): raise AssertionError('drew again')
+    monkeypatch.setattr(D, 'render_glyphs', boom)
+    c = D.load_glyphs(**SMALL, cache_dir=tmp_path)                   # read from the file, not drawn
+    assert all(np.array_equal(u, v) for u, v in zip(a, c))
+    other = {**SMALL, 'fonts': dict(train=['DejaVuSans.ttf'], test=['Carlito-Regular.ttf'])}
+    with pytest.raises(AssertionError, match='drew again'): D.load_glyphs(**other, cache_dir=tmp_path)   # another font set
+    with pytest.raises(AssertionError, match='drew again'): D.load_glyphs(**{**SMALL, 'seed': 1}, cache_dir=tmp_path)
+
+@needs_fonts
+def test_glyph_small_dataloaders(tmp_path):
+    torch.set_num_threads(1)
+    dls = D.glyphs_lt(**SMALL, cache_dir=tmp_path, bs=16)
+    C = len(SMALL['classes'])
+    assert list(dls.vocab) == list(SMALL['classes'])
+    assert dls.class_counts[torch.as_tensor(D.glyph_class_order(C))].tolist() == long_tail_counts(30, C, 10).tolist()
+    assert dls.valid_ds.tls[1].tfms[0].labels[-len(dls.valid_ds):].bincount().tolist() == [4] * C   # balanced test set
+    assert dls.lookalikes == [('o', 'O', '0'), ('l', 'I', '1', '|'), (',', '.'), ("'", '`')]
+    xb, yb = dls.one_batch()
+    assert xb.shape == (16, 1, 28, 28) and all(getattr(t, 'p_flip', 0) == 0 for t in dls.train.after_batch.fs)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, C))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[])
+    learn.remove_cb(ProgressCallback)
+    learn.fit(1, 1e-3)
+    assert learn.get_preds()[0].shape == (len(dls.valid_ds), C)
+
+@needs_fonts
+def test_glyph_bad_arguments(tmp_path):
+    for kw, msg in [(dict(n_max=5), 'would get 0 images'), (dict(n_test=0), 'n_test must be'), (dict(classes='oo'), "'o' is repeated"),
+                    (dict(classes=['oo']), 'single printable'), (dict(size=4), 'size must be'),
+                    (dict(fonts=dict(train=['DejaVuSans.ttf'], test=['DejaVuSans.ttf'])), 'disjoint')]:
+        with pytest.raises(ValueError, match=msg): D.load_glyphs(**{**SMALL, **kw}, cache_dir=tmp_path)
+
+@pytest.mark.slow
+@needs_fonts
+def test_glyph_full_build_twice(tmp_path):
+    "The full default build (10,847 + 10,000 images) twice, without a cache: the same bytes"
+    a, b = D.load_glyphs(cache=False), D.load_glyphs(cache=False)
+    assert len(a[0]) == 10847 and len(a[2]) == 10000 and all(u.tobytes() == v.tobytes() for u, v in zip(a, b))
