@@ -104,7 +104,8 @@ def document_params(cls):
     import inspect
     init = cls.__dict__.get('__init__')
     if init is None: raise ValueError(f"{cls.__name__} does not define its own __init__")
-    docs = docments(init)
+    try: docs = docments(init, args_kwargs=True)
+    except (OSError, TypeError, SyntaxError): docs = {}  # no source (e.g. a class defined in a notebook cell): names only
     rows = [f"{_param_header(p)}\n    {docs.get(k) or ''}".rstrip()
             for k, p in inspect.signature(init).parameters.items() if k != 'self']
     init.__doc__ = f"Create a `{cls.__name__}`\n\nParameters\n----------\n" + '\n'.join(rows)
