@@ -369,9 +369,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
         sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
                               self.tau, self.normalize)
-        try:
-            if self.loss.startswith('dyswrm'): self._dyswrm(sw.counts, init=sw.positions)
-            else: SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
+        try: self._dyswrm(sw.counts) if self.loss == 'dyswrm' else self._loss_from_window(sw)
         except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss!r}: {e}") from None
 
     # -- 'last_epoch' mode: accumulate during the last stage-1 training epoch
@@ -442,6 +440,10 @@ class SimilarityWindowCallback(LossSwitchCallback):
         self.prototypes_, self.window_ = protos, sw
         self.learn.similarity_window = sw
         self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
+        return self._loss_from_window(sw)
+
+    def _loss_from_window(self, sw):
+        "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
         if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
 
