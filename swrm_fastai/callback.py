@@ -7,6 +7,8 @@ Docs: https://swrm.github.io/swrm_fastai/callback.html.md"""
 # %% ../nbs/04_callback.ipynb #82043866
 from __future__ import annotations
 import contextlib, math, time, warnings
+import numbers, sys
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,13 +18,16 @@ from fastai.callback.core import Callback
 from fastai.callback.hook import Hook
 from fastai.torch_core import to_device
 from fastai.losses import CrossEntropyLossFlat
+from fastai.callback.tracker import TrackerCallback
+from .similarity import check_window, check_beta_tau, document_params
+from .losses import MarginCELoss, _SINGLE_LABEL
 from .similarity import SimilarityWindow, embed_1d
 from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights, class_counts
 
 # %% auto #0
 __all__ = ['unwrap_model', 'feature_layer', 'dist_info', 'all_reduce_sum', 'broadcast_from_rank0', 'feature_sums',
-           'check_present', 'class_prototypes', 'resolve_epoch', 'LossSwitchCallback', 'SimilarityWindowCallback',
-           'DeferredReweighting']
+           'check_present', 'class_prototypes', 'check_start_epoch', 'resolve_epoch', 'in_fine_tune_warmup',
+           'reset_trackers', 'LossSwitchCallback', 'SimilarityWindowCallback', 'DeferredReweighting']
 
 # %% ../nbs/04_callback.ipynb #99851d80
 def unwrap_model(model:nn.Module) -> nn.Module:
@@ -100,7 +105,10 @@ def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is 
                 ni = n_inp if n_inp is not None else (1 if len(b) == 1 else len(b) - 1)
                 with _amp_context(device, amp_dtype): net(*b[:ni])
                 f = h.stored.as_subclass(Tensor).flatten(1).to(torch.float64)
-                y = b[ni].as_subclass(Tensor).long().flatten()
+                yb = b[ni].as_subclass(Tensor)
+                if yb.is_floating_point() or yb.numel() != len(yb):
+                    raise ValueError(f"{_SINGLE_LABEL}: a training batch has {yb.dtype} targets of shape {tuple(yb.shape)}")
+                y = yb.long().flatten()
                 if len(y) and (y.min() < 0 or y.max() >= n_classes):
                     raise ValueError(f"a target is outside 0..{n_classes - 1}: the data has more classes than the model")
                 if sums is None: sums = torch.zeros(n_classes, f.shape[1], dtype=torch.float64, device=device)
@@ -122,7 +130,7 @@ def check_present(counts:Tensor, # per-class sample counts
     if missing:
         lbl = [f"{c} ({names[c]!r})" if names is not None else str(c) for c in missing]
         raise ValueError(f"class {', '.join(lbl)} has no sample in the {what}: every class needs at least one "
-                         "training sample to get a prototype")
+                         "training sample (for its prototype and its class weight)")
 
 def class_prototypes(model:nn.Module, # the model (possibly wrapped for DDP)
                      dl, # loader over the training set (unshuffled, keep every sample)
@@ -137,17 +145,46 @@ def class_prototypes(model:nn.Module, # the model (possibly wrapped for DDP)
     return (sums / counts[:, None]).float(), counts
 
 # %% ../nbs/04_callback.ipynb #3dbcfbae
-def resolve_epoch(start_epoch:int|float, # epoch index (int >= 0) or fraction of the fit (float in [0, 1])
+def check_start_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
+                     ):
+    "Refuse a `start_epoch` that is neither an epoch index nor a fraction of the fit (numpy numbers are fine)"
+    if isinstance(start_epoch, (bool, np.bool_)) or not isinstance(start_epoch, numbers.Real):
+        raise ValueError(f"start_epoch must be an epoch index (an integer >= 0) or a fraction of the fit (a float in [0, 1]), "
+                         f"got {type(start_epoch).__name__} {start_epoch!r}")
+    if isinstance(start_epoch, numbers.Integral):
+        if start_epoch < 0: raise ValueError(f"start_epoch must be an epoch index >= 0 (or a fraction of the fit, a float in "
+                                             f"[0, 1]), got {start_epoch}")
+    elif not (math.isfinite(start_epoch) and 0 <= start_epoch <= 1):
+        raise ValueError(f"start_epoch must be a fraction of the fit in [0, 1] when it is a float, got {start_epoch!r}; "
+                         "pass an integer for an epoch index")
+
+def resolve_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
                   n_epoch:int, # number of epochs of the fit
                  ) -> int:
-    "The epoch index at which stage 2 starts"
-    if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, float)) or not math.isfinite(start_epoch) or start_epoch < 0:
-        raise ValueError(f"start_epoch must be an epoch index (int >= 0) or a fraction of the fit (float in [0, 1]), got {start_epoch!r}")
-    if isinstance(start_epoch, float):
-        if start_epoch > 1: raise ValueError(f"a float start_epoch is a fraction of the fit and must be in [0, 1], got {start_epoch}; "
-                                             "pass an int for an epoch index")
-        return int(round(start_epoch * n_epoch))
-    return int(start_epoch)
+    "The epoch index at which stage 2 starts: an integer as it is, a fraction of `n_epoch` rounded half up"
+    check_start_epoch(start_epoch)
+    if isinstance(start_epoch, numbers.Integral): return int(start_epoch)
+    return math.floor(round(float(start_epoch) * n_epoch, 9) + 0.5)  # round(): 0.35 * 10 is 3.4999999999999996
+
+def in_fine_tune_warmup(learn) -> bool:
+    "Whether `learn` is running the frozen head warm-up of `Learner.fine_tune` (its first fit, with the body frozen)"
+    code = getattr(getattr(type(learn), 'fine_tune', None), '__code__', None)
+    if code is None or getattr(getattr(learn, 'opt', None), 'frozen_idx', 0) == 0: return False
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code is code and f.f_locals.get('self') is learn: return True
+        f = f.f_back
+    return False
+
+def reset_trackers(learn) -> list:
+    "Reset the best value (and patience) of every fastai `TrackerCallback` of `learn`; the names of those reset"
+    done = []
+    for cb in learn.cbs:
+        if not isinstance(cb, TrackerCallback): continue
+        cb.best = float('inf') if cb.comp == np.less else -float('inf')
+        if hasattr(cb, 'wait'): cb.wait = 0
+        done.append(type(cb).__name__)
+    return done
 
 class LossSwitchCallback(Callback):
     "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
@@ -155,17 +192,22 @@ class LossSwitchCallback(Callback):
                  start_epoch:int|float, # first epoch of stage 2: an epoch index, or a fraction of the fit
                  loss=None, # the stage-2 loss (subclasses build theirs from the learner in `make_loss` instead)
                  verbose:bool=True, # print what the switch did and how long it took (rank 0 only)
+                 reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
-        resolve_epoch(start_epoch, 1)  # validate early
+        check_start_epoch(start_epoch)
         if loss is None and type(self).make_loss is LossSwitchCallback.make_loss:
             raise ValueError("LossSwitchCallback needs `loss=`: the loss to switch to at `start_epoch`")
         store_attr()
         self.switched, self.switch_epoch, self.switch_time, self.timings, self.epoch_times = False, None, None, {}, []
+        self.epochs_trained, self._data_counts = 0, None
 
     def make_loss(self):
         "The stage-2 loss (here the one given; subclasses build it from the learner)"
         return self.loss
     def describe(self, loss) -> str: return f"loss switched to {type(loss).__name__}"
+    uses_model = False  # whether the stage-2 loss is built from the current model (then a switch at epoch 0 warns)
+    @property
+    def names(self): return getattr(self.dls, 'vocab', None)
     def already_switched(self) -> bool:
         "Whether the learner already carries the stage-2 loss (restored by `learn.load` after the switch)"
         return isinstance(self.loss, nn.Module) and self.learn.loss_func is not self.loss and \
@@ -175,6 +217,25 @@ class LossSwitchCallback(Callback):
         lock = getattr(self.learn, 'lock', None)  # held by `validate`/`get_preds`, which also fire before_fit/before_epoch
         return not (lock is not None and lock.locked())
 
+    def data_counts(self) -> Tensor:
+        "Training samples per class (`class_counts`, single-label data only), counted once per fit before the first batch"
+        if self._data_counts is None: self._data_counts = class_counts(self.dls, strict=False)
+        return self._data_counts
+
+    def check_setup(self):
+        "Refuse, before the first batch, what would fail at the switch: here a package loss that does not fit the data"
+        if not isinstance(self.loss, MarginCELoss): return
+        self.data_counts()  # single-label classification data
+        if self.names is not None and self.loss.n_classes != len(self.names):
+            raise ValueError(f"the stage-2 loss {type(self.loss).__name__} is built for {self.loss.n_classes} classes but "
+                             f"the data has {len(self.names)} (dls.vocab)")
+        if getattr(self.loss, 'names', False) is None and self.names is not None: self.loss.set_names(self.names)
+
+    def _trained(self) -> bool:
+        "Whether the model has trained: an epoch seen by this callback, or an optimiser with state (e.g. Adam's moments)"
+        opt = getattr(self.learn, 'opt', None)
+        return self.epochs_trained > 0 or any(k not in ('force_train', 'do_wd') for s in getattr(opt, 'state', {}).values() for k in s)
+
     def before_fit(self):
         self._fitting = self._in_fit()
         if not self._fitting or self.switched: return
@@ -183,17 +244,27 @@ class LossSwitchCallback(Callback):
             self.log(f"{type(self).__name__}: the learner already has its stage-2 loss {type(self.learn.loss_func).__name__} "
                      "(e.g. after `learn.load`): kept, no new switch")
             return
+        self._data_counts, self.switch_epoch = None, None
+        self.check_setup()
+        if in_fine_tune_warmup(self.learn):
+            self.log(f"{type(self).__name__}: `fine_tune`'s frozen warm-up: no switch; start_epoch={self.start_epoch!r} counts "
+                     "the epochs of the unfrozen fit that follows")
+            return
         self.switch_epoch = resolve_epoch(self.start_epoch, self.n_epoch)
         if self.switch_epoch >= self.n_epoch:
             warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch {self.switch_epoch} but the fit has "
                           f"{self.n_epoch} epochs (0..{self.n_epoch - 1}): the loss is never switched in this fit")
+        elif self.switch_epoch == 0 and self.uses_model and not self._trained():
+            warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch 0 and the model has not trained a "
+                          "single epoch: the stage-2 loss is built from an untrained model (the paper switches after most of "
+                          "the training, e.g. start_epoch=0.7)")
 
     def before_epoch(self):
         if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None: return
         if self.epoch >= self.switch_epoch: self.switch()
 
     def switch(self):
-        "Build the stage-2 loss, move it to the model's device and make it `learn.loss_func`"
+        "Build the stage-2 loss, move it to the model's device, make it `learn.loss_func` and reset the trackers"
         t0 = time.perf_counter()
         loss = self.make_loss()
         device = next(self.learn.model.parameters()).device
@@ -203,7 +274,9 @@ class LossSwitchCallback(Callback):
         self.switched = True
         self.switch_time = time.perf_counter() - t0
         self.timings['total'] = self.switch_time
-        self.log(f"{type(self).__name__}: epoch {self.epoch}: {self.describe(loss)} (switch took {self.switch_time:.2f} s)")
+        reset = reset_trackers(self.learn) if self.reset_trackers else []
+        note = f"; reset {', '.join(reset)}: from now on they compare stage-2 epochs only" if reset else ''
+        self.log(f"{type(self).__name__}: epoch {self.epoch}: {self.describe(loss)} (switch took {self.switch_time:.2f} s){note}")
 
     def log(self, msg:str):
         self.messages = getattr(self, 'messages', []) + [msg]
@@ -214,6 +287,7 @@ class LossSwitchCallback(Callback):
     def after_train(self):
         if getattr(self, '_fitting', False) and hasattr(self, '_t_train'):
             self.epoch_times.append(time.perf_counter() - self._t_train)
+            self.epochs_trained += 1
 
     def switch_cost(self) -> dict:
         "Seconds taken by the switch (and its parts) and by one training epoch (median of those measured), and their ratio"
@@ -222,8 +296,15 @@ class LossSwitchCallback(Callback):
         ep = sorted(self.epoch_times)[len(self.epoch_times) // 2]
         return dict(self.timings, epoch=ep, ratio=self.switch_time / ep)
 
+document_params(LossSwitchCallback)
+
 # %% ../nbs/04_callback.ipynb #e1949905
 _LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise')
+
+def _check_window_size(window):
+    "W before the number of classes is known: an integer >= 2"
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Real) or int(window) != window or window < 2:
+        raise ValueError(f"window size W must be an integer in 2..C (C: the number of classes), got {window!r}")
 
 class SimilarityWindowCallback(LossSwitchCallback):
     "Two-stage SWRM: at `start_epoch`, model class similarity from the current model and switch to SWRM/SWR/SWM (or DySWRM)"
@@ -241,20 +322,24 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  perplexity:float|None=None, # t-SNE perplexity; default min(30, (C-1)/3)
                  loss_kwargs:dict|None=None, # extra arguments for the loss (e.g. DySWRM's `lr`)
                  verbose:bool=True, # print what the switch did and how long it took
+                 reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
-        super().__init__(start_epoch, verbose=verbose)
+        super().__init__(start_epoch, verbose=verbose, reset_trackers=reset_trackers)
         if loss not in _LOSSES: raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         if prototypes not in ('pass', 'last_epoch'): raise ValueError(f"prototypes must be 'pass' or 'last_epoch', got {prototypes!r}")
+        _check_window_size(window); check_beta_tau(beta, tau)
+        if perplexity is not None and not (isinstance(perplexity, numbers.Real) and perplexity > 0):
+            raise ValueError(f"perplexity must be a number > 0 (or None for the default), got {perplexity!r}")
         store_attr('window,beta,tau,loss,layer,prototypes,augment,seed,normalize,perplexity')
         self.loss_kwargs = dict(loss_kwargs or {})
         self._hook = self._sums = self.prototypes_ = self.window_ = None
 
     @property
     def name(self): return 'swrm_switch'  # `learn.swrm_switch`; the default name would shadow `learn.similarity_window`
+    @property
+    def uses_model(self): return self.loss != 'dyswrm'
 
     # -- data and model helpers
-    @property
-    def names(self): return getattr(self.dls, 'vocab', None)
     @property
     def n_classes(self):
         if self.names is not None: return len(self.names)
@@ -267,6 +352,25 @@ class SimilarityWindowCallback(LossSwitchCallback):
         dl = self.dls.train
         if type(dl).__name__ == 'DistributedDL': dl = dl.dl  # shard ourselves, without DistributedDL's padding
         return dl.new(shuffle=False, drop_last=False)
+
+    # -- everything that can be checked before the first batch
+    def check_setup(self):
+        "Refuse before the first batch: the feature layer, single-label data with every class in the training set, W <= C, the loss arguments"
+        lyr = feature_layer(self.learn.model, self.layer) if self.uses_model else None  # no linear layer / no such `layer=`
+        counts = self.data_counts()
+        C = len(self.names) if self.names is not None else getattr(lyr, 'out_features', None) or len(counts)
+        if len(counts) > C: raise ValueError(f"a training target is outside 0..{C - 1}: the data has more classes than the model")
+        check_present(torch.cat([counts, counts.new_zeros(C - len(counts))]), self.names)
+        check_window(self.window, C)
+        if self.uses_model and C < 4: raise ValueError(f"the 1-D embedding needs at least 4 classes, got {C}")
+        self._trial_loss(counts)
+
+    def _trial_loss(self, counts):
+        "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
+        sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
+                              self.tau, self.normalize)
+        try: self._dyswrm(sw.counts) if self.loss == 'dyswrm' else self._loss_from_window(sw)
+        except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss!r}: {e}") from None
 
     # -- 'last_epoch' mode: accumulate during the last stage-1 training epoch
     def before_fit(self):
@@ -301,7 +405,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         sums, counts = all_reduce_sum(self._sums), all_reduce_sum(self._counts)
         self._sums = self._counts = None
         check_present(counts, self.names, 'last stage-1 epoch')
-        return (sums / counts[:, None]).float(), class_counts(self.dls)
+        return (sums / counts[:, None]).float(), self.data_counts()
 
     # -- the switch
     def already_switched(self):
@@ -317,7 +421,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def make_loss(self):
         "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
         if self.loss == 'dyswrm':
-            return self._dyswrm(class_counts(self.dls), names=None if self.names is None else [str(o) for o in self.names])
+            return self._dyswrm(self.data_counts(), names=None if self.names is None else [str(o) for o in self.names])
         t0 = time.perf_counter()
         if self.prototypes == 'last_epoch' and self._sums is not None: protos, counts = self._epoch_prototypes()
         else:
@@ -336,6 +440,10 @@ class SimilarityWindowCallback(LossSwitchCallback):
         self.prototypes_, self.window_ = protos, sw
         self.learn.similarity_window = sw
         self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
+        return self._loss_from_window(sw)
+
+    def _loss_from_window(self, sw):
+        "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
         if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
         if self.loss == 'pairwise': return PairwiseWindowLoss.from_window(sw, **self.loss_kwargs)
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
@@ -351,23 +459,34 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def __getstate__(self):  # never pickle a live hook or half-accumulated sums (learn.export)
         d = self.__dict__.copy(); d.update(_hook=None, _sums=None, _counts=None); return d
 
+document_params(SimilarityWindowCallback)
+
 # %% ../nbs/04_callback.ipynb #e286e1d9
 class DeferredReweighting(LossSwitchCallback):
     "Deferred re-weighting (DRW): switch class-balanced weights on at `start_epoch`"
     def __init__(self,
                  start_epoch:int|float, # the deferral epoch: an epoch index, or a fraction of the fit
-                 beta:float=0.9999, # class-balanced `beta` (effective number of samples)
+                 beta:float=0.9999, # class-balanced `beta` (effective number of samples), 0 <= beta < 1
                  verbose:bool=True, # print what the switch did
+                 reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
-        super().__init__(start_epoch, verbose=verbose)
+        super().__init__(start_epoch, verbose=verbose, reset_trackers=reset_trackers)
+        if not (isinstance(beta, numbers.Real) and 0 <= beta < 1): raise ValueError(f"beta must be in [0, 1), got {beta!r}")
         store_attr('beta')
 
+    def check_setup(self):
+        "Refuse before the first batch: a loss it cannot re-weight, data that is not single-label, a class with no training sample"
+        counts, lf = self.data_counts(), self.learn.loss_func
+        if not (hasattr(lf, 'reweighted') or isinstance(lf, (CrossEntropyLossFlat, nn.CrossEntropyLoss)) or lf is F.cross_entropy):
+            raise ValueError(f"DeferredReweighting cannot re-weight a {type(lf).__name__}: use a package loss "
+                             "(it has `reweighted`) or cross-entropy")
+        check_present(counts, self.names)
+
     def make_loss(self):
-        lf, counts = self.learn.loss_func, class_counts(self.dls)
+        lf, counts = self.learn.loss_func, self.data_counts()
         if hasattr(lf, 'reweighted'): return lf.reweighted(cb_weights(counts, self.beta))
-        if isinstance(lf, (CrossEntropyLossFlat, nn.CrossEntropyLoss)) or lf is F.cross_entropy:
-            return ClassBalancedLoss(counts, beta=self.beta)
-        raise ValueError(f"DeferredReweighting cannot re-weight a {type(lf).__name__}: use a package loss "
-                         "(it has `reweighted`) or cross-entropy")
+        return ClassBalancedLoss(counts, beta=self.beta)
 
     def describe(self, loss): return f"class-balanced weights (beta={self.beta}) switched on: {type(loss).__name__}"
+
+document_params(DeferredReweighting)

@@ -6,7 +6,7 @@ Docs: https://swrm.github.io/swrm_fastai/interpret.html.md"""
 
 # %% ../nbs/05_interpret.ipynb #db70ad19
 from __future__ import annotations
-import math, numbers
+import math, numbers, warnings
 import numpy as np
 import pandas as pd
 import torch
@@ -133,7 +133,22 @@ def tail_confusion_table(cm, # confusion matrix on the test set, `cm[true, predi
                        'pred_count': cnt[p], 'n': nn, 'pct': pct[t, p].astype(float)}, columns=TAIL_COLUMNS)
     df = df.sort_values(['pct', 'true_idx', 'pred_idx'], ascending=[False, True, True], kind='stable')
     if top is not None: df = df.head(int(top))
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    if not len(df): _empty_reason(df, n, head, a, many, few, min_pct)
+    return df
+
+def _empty_reason(df, n, head, a, many, few, min_pct):
+    "Say why the table is empty: in `df.attrs['reason']` and as a warning"
+    if not head.any():
+        why = (f"no head class: no class has more than many={many} training samples (the largest has {n.max():g}); "
+               "lower many= to make the largest classes head classes")
+    elif head.all():
+        why = (f"no tail class under the thresholds: every class has more than many={many} training samples (a tail class "
+               f"has at most many={many}: few-shot below few={few}, medium otherwise); raise many= to make some classes tail classes")
+    elif not (a[~head][:, head] > 0).any(): why = "no test sample of a tail class was predicted as a head class"
+    else: why = f"no tail-to-head confusion reaches min_pct={min_pct}%"
+    df.attrs['reason'] = why
+    warnings.warn(f"the tail confusion table is empty: {why}", stacklevel=3)
 
 # %% ../nbs/05_interpret.ipynb #c0ee2ce4
 def compare_confusions(table:pd.DataFrame, # a `tail_confusion_table` of the first model
@@ -173,11 +188,12 @@ def shot_report(preds, # predicted classes [N], or scores/logits [N, C]
     n = check_counts(counts, names=names)
     names = class_names(names, len(n))
     summary, per = shot_accuracy_table(preds, targs, n, names, many=many, few=few)
-    rows = {'overall': ['all', len(n), per.train_count.sum(), per.n_valid.sum(), summary['overall']]}
+    scored = lambda d: int((d.n_valid > 0).sum())  # the classes with validation samples: those the accuracy averages
+    rows = {'overall': ['all', scored(per), per.train_count.sum(), per.n_valid.sum(), summary['overall']]}
     for g in ('many', 'medium', 'few'):
         inside = per[per.group == g]
-        rows[g] = [g, summary[f'n_{g}'], inside.train_count.sum(), inside.n_valid.sum(), summary[g]]
-    for r in per.itertuples(): rows[str(r.name)] = [r.group, 1, r.train_count, r.n_valid, r.accuracy]
+        rows[g] = [g, scored(inside), inside.train_count.sum(), inside.n_valid.sum(), summary[g]]
+    for r in per.itertuples(): rows[str(r.name)] = [r.group, int(r.n_valid > 0), r.train_count, r.n_valid, r.accuracy]
     df = pd.DataFrame.from_dict(rows, orient='index', columns=SHOT_COLUMNS)
     return df.astype({'n_classes': np.int64, 'train_count': np.int64, 'n_valid': np.int64, 'accuracy': float})
 
@@ -212,13 +228,14 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
     n = check_counts(counts, C, names).cpu().numpy()
     order = frequency_order(n)
     m = a[order][:, order]
-    if normalize:
-        tot = m.sum(1, keepdims=True)
-        m = np.divide(m, tot, out=np.zeros_like(m), where=tot > 0)
+    tot = m.sum(1, keepdims=True)
+    m = np.divide(m, tot, out=np.zeros_like(m), where=tot > 0) if normalize else m.copy()
+    m[tot[:, 0] == 0] = np.nan  # a class without validation sample is missing, not 0
     if ax is None:
         side = min(4 + 0.12 * C, 14)
         _, ax = plt.subplots(figsize=figsize or (side + 1.5, side + 1), layout='constrained')
-    im = ax.imshow(m, cmap=cmap, interpolation='nearest', vmin=0, vmax=1 if normalize else None)
+    cm_ = plt.get_cmap(cmap).with_extremes(bad='0.82')
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cm_, interpolation='nearest', vmin=0, vmax=1 if normalize else None)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     labels = [f'{names[c]} ({n[c]:g})' for c in range(C)]
     _ticks(ax, 'x', order, labels, max_labels); _ticks(ax, 'y', order, labels, max_labels)
@@ -228,14 +245,16 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
             ax.axhline(i - 0.5, color='tab:red', lw=0.8); ax.axvline(i - 0.5, color='tab:red', lw=0.8)
     if show_values is None: show_values = C <= 12
     if show_values:
-        hi = m.max() / 2 if m.max() > 0 else 1
+        hi = np.nanmax(m) / 2 if np.nanmax(m, initial=0) > 0 else 1
         for i in range(C):
             for j in range(C):
-                ax.text(j, i, f'{m[i, j]:.2f}' if normalize else f'{m[i, j]:g}', ha='center', va='center',
-                        fontsize=7, color='white' if m[i, j] > hi else 'black')
+                txt = '–' if np.isnan(m[i, j]) else f'{m[i, j]:.2f}' if normalize else f'{m[i, j]:g}'
+                ax.text(j, i, txt, ha='center', va='center', fontsize=7, color='white' if m[i, j] > hi else 'black')
     ax.set_xlabel('Predicted class (training count), head to tail')
     ax.set_ylabel('True class (training count), head to tail')
-    ax.set_title(title or ('Confusion matrix, normalised per true class' if normalize else 'Confusion matrix'))
+    k = int((tot == 0).sum())
+    note = f'\ngrey rows: {k} class{"es" if k > 1 else ""} without validation sample (missing, not 0)' if k else ''
+    ax.set_title((title or ('Confusion matrix, normalised per true class' if normalize else 'Confusion matrix')) + note)
     return ax
 
 # %% ../nbs/05_interpret.ipynb #074ab342
@@ -378,7 +397,5 @@ def plot_similarity_window(self:ClassificationInterpretation,
                            names=None, # class names (default: the vocab)
                           ):
     "`SimilarityWindow.plot` of the learner's similarity window (SWRM) or of its DySWRM loss's current one"
-    import matplotlib.pyplot as plt
     sw = similarity_window_of(self.learn)
-    if ax is None: _, ax = plt.subplots(figsize=(10, 3 + 0.06 * sw.n_classes), layout='constrained')
-    return sw.plot(ax=ax, names=class_names(self.vocab if names is None else names, sw.n_classes))
+    return sw.plot(ax=ax, names=class_names(self.vocab if names is None else names, sw.n_classes))  # its own figure size

@@ -22,8 +22,8 @@ from .similarity import (check_counts, check_positions, check_window, check_beta
 __all__ = ['check_reduction', 'check_logits_targets', 'logit_margin_needed', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
            'SWMLoss', 'init_positions', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss',
            'NormedLinear', 'cosine_head', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss',
-           'window_pair_margins', 'PairwiseWindowLoss', 'class_counts', 'sidecar_path', 'swrm_learner_state',
-           'restore_swrm_state']
+           'window_pair_margins', 'PairwiseWindowLoss', 'class_index', 'class_counts', 'sidecar_path',
+           'swrm_learner_state', 'restore_swrm_state']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -416,6 +416,7 @@ class SWMLoss(SWRMLoss):
         self._record(margins=margins, weights=weights)
 
 # %% ../nbs/01_losses.ipynb #30fc2a60
+from .similarity import _is_mapping
 def init_positions(n_classes:int, # number of classes C
                    init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
                    seed:int=0, # seed of the random initialisation
@@ -444,10 +445,12 @@ class DySWRMLoss(MarginCELoss):
                  weight=None, # fixed [C] class weights replacing the dynamic SWR weights (set by `reweighted`)
                  betas:tuple=(0.9, 0.999), # Adam's moment decay rates
                  eps:float=1e-8, # Adam's epsilon
-                 names=None, # optional class names (for `similarity_window`)
+                 names=None, # class names in class order (for `similarity_window`; a dict/Series of counts is aligned to them)
                  pull:float=0., # strength of the term that pulls confused classes together on the line (0: the paper's)
                  **kwargs, # axis, flatten, reduction, check
                 ):
+        if names is not None and not _is_mapping(counts) and len(names) != len(counts):
+            raise ValueError(f"{len(names)} names given for {len(counts)} classes")
         n = check_counts(counts, names=names)
         C = len(n)
         window = check_window(window, C); check_beta_tau(beta, tau)
@@ -461,10 +464,19 @@ class DySWRMLoss(MarginCELoss):
         self.register_buffer('n_steps', torch.zeros(()))
         betas = tuple(float(b) for b in betas)
         store_attr('window,beta,tau,lr,normalize,betas,eps,pull')
-        self.names = None if names is None else [o if isinstance(o, (int, str)) else str(o) for o in names]
+        self.names = None
         self._record(counts=n, window=window, beta=beta, tau=tau, lr=lr, seed=seed, normalize=normalize,
-                     weight=weight, betas=betas, eps=eps, names=self.names, pull=pull)
+                     weight=weight, betas=betas, eps=eps, names=None, pull=pull)
+        if names is not None: self.set_names(names)
         self._hook()
+
+    def set_names(self, names, # class names in class order (e.g. `dls.vocab`)
+                 ) -> "DySWRMLoss":
+        "Name the classes (shown by `similarity_window`, kept by `Learner.save`); returns the loss"
+        names = [o if isinstance(o, (int, str)) else str(o) for o in names]
+        if len(names) != self.n_classes: raise ValueError(f"{len(names)} names given for {self.n_classes} classes")
+        self.names = names; self._args['names'] = _as_arg(names)
+        return self
 
     def _hook(self):
         "(Re)register the Adam step on `positions` unless it is already registered on this very parameter"
@@ -719,6 +731,22 @@ class PairwiseWindowLoss(MarginCELoss):
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
 
 # %% ../nbs/01_losses.ipynb #2aedcbf6
+import numbers
+import numpy as np
+
+_SINGLE_LABEL = ("SWRM needs single-label classification (one integer class per sample, as fastai's CategoryBlock gives); "
+                 "multi-label data (MultiCategoryBlock) and regression data (float targets) are not supported")
+
+def class_index(y) -> int: # a training target
+    "`y` as one integer class index; a `ValueError` for multi-label, one-hot or float (regression) targets"
+    if isinstance(y, numbers.Integral) and not isinstance(y, bool): return int(y)
+    t = y if isinstance(y, Tensor) else torch.as_tensor(y) if isinstance(y, (np.ndarray, np.generic)) else None
+    if t is not None and t.numel() == 1 and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        return int(t)
+    got = (f"targets of shape {tuple(t.shape)} (one-hot or multi-label)" if t is not None and t.numel() != 1 else
+           f"{t.dtype} targets" if t is not None else f"{type(y).__name__} targets (e.g. {y!r})")
+    raise ValueError(f"{_SINGLE_LABEL}: this training set has {got}")
+
 def _train_targets(ds):
     "Integer targets of a (fastai) training dataset, reading only the labels when it can"
     tls = getattr(ds, 'tls', None)
@@ -726,7 +754,7 @@ def _train_targets(ds):
         tl = tls[getattr(ds, 'n_inp', 1)] if len(tls) > 1 else tls[-1]
         ys = [tl[i] for i in range(len(tl))]
     else: ys = [ds[i][-1] for i in range(len(ds))]
-    return torch.as_tensor([int(o) for o in ys], dtype=torch.long)
+    return torch.as_tensor([class_index(o) for o in ys], dtype=torch.long)
 
 def class_counts(dls, # fastai DataLoaders (or anything with `train_ds` and `vocab`)
                  strict:bool=True, # raise if a class has no training sample
@@ -744,6 +772,14 @@ def class_counts(dls, # fastai DataLoaders (or anything with `train_ds` and `voc
         counts = torch.bincount(ys, minlength=C)
     if strict: check_counts(counts, len(names) if names is not None else None, names)
     return counts
+
+@patch(cls_method=True)
+def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_counts` takes)
+             **kwargs, # the other arguments of `DySWRMLoss`: window, beta, tau, lr, seed, ...
+            ) -> DySWRMLoss:
+    "A `DySWRMLoss` with the training counts (`class_counts`) and the class names (`dls.vocab`) of `dls`"
+    vocab = getattr(dls, 'vocab', None)
+    return cls(class_counts(dls), names=None if vocab is None else list(vocab), **kwargs)
 
 # %% ../nbs/01_losses.ipynb #f59ed8c9
 def sidecar_path(model_file) -> Path: # the model file written by `Learner.save`
@@ -802,3 +838,9 @@ def load(self:Learner, file, device=None, **kwargs):
     side = sidecar_path(join_path_file(file, self.path/self.model_dir, ext='.pth'))
     if side.exists(): restore_swrm_state(self, torch.load(side, map_location=device or 'cpu', weights_only=True), device)
     return res
+
+# %% ../nbs/01_losses.ipynb #dba67033
+from .similarity import document_params
+for _cls in (MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
+             BalancedSoftmaxLoss, PairwiseWindowLoss):
+    document_params(_cls)

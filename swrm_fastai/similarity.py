@@ -6,17 +6,19 @@ Docs: https://swrm.github.io/swrm_fastai/similarity.html.md"""
 
 # %% ../nbs/00_similarity.ipynb #3d4b1ad6
 from __future__ import annotations
-import math
+import math, numbers, textwrap
+from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import Tensor
 from fastcore.basics import store_attr
+from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['per_class_vector', 'check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'rank_classes',
-           'window_index', 'window_members', 'gather_window', 'window_weights', 'swr_weights', 'standardize',
-           'window_margins', 'swm_margins', 'embed_1d', 'SimilarityWindow', 'window_chance', 'lookalike_pairs',
-           'lookalike_share']
+__all__ = ['per_class_vector', 'align_counts', 'check_counts', 'check_positions', 'check_window', 'check_beta_tau',
+           'document_params', 'rank_classes', 'window_index', 'window_members', 'gather_window', 'window_weights',
+           'swr_weights', 'standardize', 'window_margins', 'swm_margins', 'embed_1d', 'SimilarityWindow',
+           'window_figsize', 'text_problems', 'window_chance', 'lookalike_pairs', 'lookalike_share']
 
 # %% ../nbs/00_similarity.ipynb #093dd48f
 def per_class_vector(x, # one value per class
@@ -32,12 +34,35 @@ def per_class_vector(x, # one value per class
     if not torch.isfinite(v).all(): raise ValueError(f"{what} contain a non-finite value (nan or inf)")
     return v
 
-def check_counts(counts, # per-class training counts, one per class
+def _is_mapping(x):
+    "A dict or a pandas Series (its index is the key): counts keyed by class"
+    return isinstance(x, Mapping) or (callable(getattr(x, 'items', None)) and hasattr(x, 'index')
+                                      and not isinstance(x, (Tensor, np.ndarray)))
+
+def align_counts(counts, # counts in class order, or a dict / pandas Series keyed by class name (e.g. `value_counts()`)
+                 names=None, # class names in class order (e.g. `dls.vocab`), used to order a dict or Series
+                ):
+    "`counts` in class order: a dict or pandas Series is aligned by class name (a name it lacks counts 0)"
+    if not _is_mapping(counts): return counts
+    d, what = dict(counts.items()), type(counts).__name__
+    if names is None:
+        if d and all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in d) and set(d) == set(range(len(d))):
+            return [d[i] for i in range(len(d))]  # keyed by class index 0..C-1: unambiguous
+        raise ValueError(f"counts given as a {what} keyed by class name (e.g. `value_counts()`, which is in frequency order, "
+                         "not class order) cannot be put in class order without the class names: pass names= (e.g. "
+                         "`dls.vocab`), or counts in vocabulary order (e.g. `class_counts(dls)`)")
+    keys, strs = {str(k): v for k, v in d.items()}, [str(o) for o in names]
+    unknown = [k for k in keys if k not in set(strs)]
+    if unknown: raise ValueError(f"counts given as a {what} have {len(unknown)} key(s) that are not class names: "
+                                 f"{unknown[:5]} (class names: {strs[:5]}{' ...' if len(strs) > 5 else ''})")
+    return [keys.get(s, 0) for s in strs]
+
+def check_counts(counts, # per-class training counts (in class order, or a dict / pandas Series keyed by class name)
                  n_classes:int|None=None, # expected number of classes, if known
-                 names=None, # optional class names, used in error messages
+                 names=None, # class names in class order: used in error messages and to align a dict / Series
                 ) -> Tensor:
     "Validate per-class training counts (1-D, finite, every class >= 1) and return them as a float tensor"
-    n = per_class_vector(counts, 'counts', n_classes)
+    n = per_class_vector(align_counts(counts, names), 'counts', n_classes)
     bad = (n < 1).nonzero().flatten().tolist()
     if bad:
         c = bad[0]; name = f" ({names[c]!r})" if names is not None else ""
@@ -65,6 +90,26 @@ def check_beta_tau(beta:float, # margin strength, >= 0
     "Validate `beta >= 0` and `tau > 0`"
     if not (math.isfinite(beta) and beta >= 0): raise ValueError(f"beta must be a finite number >= 0, got {beta}")
     if not (math.isfinite(tau) and tau > 0): raise ValueError(f"tau must be a finite number > 0, got {tau}")
+
+def _param_header(p):
+    "`name : type, default value` of a signature parameter, numpydoc style"
+    import inspect
+    name = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'}.get(p.kind, '') + p.name
+    anno = '' if p.annotation is p.empty else p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
+    parts = ([anno] if anno else []) + ([f"default {p.default!r}"] if p.default is not p.empty else [])
+    return f"{name} : {', '.join(parts)}" if parts else name
+
+def document_params(cls):
+    "Put a 'Parameters' block, built from the inline comments of `cls.__init__` (`docments`), in its docstring for `help()`"
+    import inspect
+    init = cls.__dict__.get('__init__')
+    if init is None: raise ValueError(f"{cls.__name__} does not define its own __init__")
+    try: docs = docments(init, args_kwargs=True)
+    except (OSError, TypeError, SyntaxError): docs = {}  # no source (e.g. a class defined in a notebook cell): names only
+    rows = [f"{_param_header(p)}\n    {docs.get(k) or ''}".rstrip()
+            for k, p in inspect.signature(init).parameters.items() if k != 'self']
+    init.__doc__ = f"Create a `{cls.__name__}`\n\nParameters\n----------\n" + '\n'.join(rows)
+    return cls
 
 # %% ../nbs/00_similarity.ipynb #26938fb7
 def rank_classes(positions:Tensor, # one position per class
@@ -239,37 +284,87 @@ class SimilarityWindow:
 
     def name(self, c): return str(c) if self.names is None else str(self.names[c])
 
+    def _extreme(self, v, f):
+        c = int(getattr(v, f'arg{f}')()); return f"{f} {v[c].item():.3f} ({self.name(c)})"
+
+    def line(self, max_show:int=20) -> str:
+        "The classes in line order, all of them up to `max_show`, else the first and last few"
+        C, order = self.n_classes, self.order.tolist()
+        if C <= max_show: return ' < '.join(self.name(c) for c in order)
+        k = max_show // 2 - 2
+        return (' < '.join(self.name(c) for c in order[:k]) + f' < ... {C - 2 * k} more ... < '
+                + ' < '.join(self.name(c) for c in order[-k:]))
+
     def __repr__(self):
-        C = self.n_classes; show = self.order[:min(C, 8)].tolist()
-        line = ' < '.join(self.name(c) for c in show) + (' < ...' if C > 8 else '')
-        w, m = self.weights, self.margins
+        C, w, m = self.n_classes, self.weights, self.margins
+        what = 'left to right' if C <= 20 else f'left to right, first and last {20 // 2 - 2} of {C}'
+        line = textwrap.fill(f"line ({what}): {self.line()}", 110, initial_indent='  ', subsequent_indent='      ',
+                             break_long_words=False, break_on_hyphens=False)
         return (f"SimilarityWindow(C={C}, W={self.window}, beta={self.beta:g}, tau={self.tau:g}, normalize={self.normalize}, "
-                f"device={self.positions.device})\n  line: {line}\n"
-                f"  weights: min {w.min().item():.3f}, mean {w.mean().item():.3f}, max {w.max().item():.3f}\n"
-                f"  margins: min {m.min().item():.3f}, mean {m.mean().item():.3f}, max {m.max().item():.3f}")
+                f"device={self.positions.device})\n{line}\n"
+                f"  weights: {self._extreme(w, 'min')}, mean {w.mean().item():.3f}, {self._extreme(w, 'max')}\n"
+                f"  margins: {self._extreme(m, 'min')}, mean {m.mean().item():.3f}, {self._extreme(m, 'max')}")
+
+document_params(SimilarityWindow)
 
 # %% ../nbs/00_similarity.ipynb #367da7b2
-def _plot_window(sw:SimilarityWindow, ax=None, names=None, figsize=None):
+def window_figsize(n_classes:int) -> tuple:
+    "Figure size for `SimilarityWindow.plot`: one row per class, readable up to C = 100 and beyond"
+    return (11, 2.3 + 0.2 * n_classes) if n_classes <= 30 else (12, 2.2 + 0.115 * n_classes)
+
+def _plot_window(sw:SimilarityWindow, # the window to draw
+                 ax=None, # matplotlib Axes to draw on (default: a new figure of `window_figsize`)
+                 names=None, # class names (default: the window's, else the class indices)
+                 figsize=None, # figure size when `ax` is None
+                ):
+    "One row per class in line order: its window (grey bar and member ticks) and the class itself (dot coloured and sized by its training count)"
     import matplotlib.pyplot as plt
-    C = sw.n_classes
-    if ax is None: _, ax = plt.subplots(figsize=figsize or (10, 2 + 0.06 * C))
-    pos, n = sw.positions.detach().cpu().numpy(), sw.counts.cpu().numpy()
-    names = names if names is not None else sw.names
-    sizes = 20 + 180 * np.log(n) / max(np.log(n.max()), 1e-9)
-    ax.scatter(pos, np.zeros(C), s=sizes, c=np.log(n), cmap='viridis', zorder=3)
-    if names is not None and C <= 40:
-        for c in range(C): ax.annotate(str(names[c]), (pos[c], 0), xytext=(0, 8), textcoords='offset points',
-                                        rotation=60, fontsize=8, ha='left', va='bottom')
-    mem = sw.members.cpu().numpy()
-    for row, c in enumerate(sw.order.cpu().numpy()):
-        lo, hi = pos[mem[c]].min(), pos[mem[c]].max()
-        ax.hlines(-(row + 1), lo, hi, color='tab:gray', lw=1)
-        ax.plot(pos[c], -(row + 1), '|', color='tab:red', ms=4)
-    ax.set_yticks([]); ax.set_xlabel('position on the similarity line')
-    ax.set_title(f'Similarity window (C={C}, W={sw.window}); bars: each class\'s window, in line order')
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.lines import Line2D
+    C, W = sw.n_classes, sw.window
+    if ax is None: _, ax = plt.subplots(figsize=figsize or window_figsize(C), layout='constrained')
+    names = [str(o) for o in (names if names is not None else sw.names if sw.names is not None else range(C))]
+    if len(names) != C: raise ValueError(f"{len(names)} names given for {C} classes")
+    pos, n = sw.positions.detach().cpu().double().numpy(), sw.counts.detach().cpu().double().numpy()
+    order, mem = sw.order.cpu().numpy(), sw.members.cpu().numpy()
+    small = C <= 30
+    rows = np.arange(C)  # row r: the class at rank r on the line, drawn from the top down
+    ax.hlines(rows, pos[mem[order]].min(1), pos[mem[order]].max(1), color='0.8', lw=4 if small else 2.5, zorder=1)
+    ax.plot(pos[mem[order]].ravel(), np.repeat(rows, W), '|', color='0.45', ms=7 if small else 3.5, mew=0.8, zorder=2)
+    norm = LogNorm(n.min(), n.max()) if n.max() > n.min() else Normalize(n.min() - 1, n.max() + 1)
+    size = 15 + (70 if small else 25) * np.log(n) / max(np.log(n.max()), 1e-9)
+    dots = ax.scatter(pos[order], rows, s=size[order], c=n[order], cmap='viridis', norm=norm, edgecolors='k',
+                      linewidths=0.4, zorder=3)
+    ax.set_yticks(rows, labels=[f'{names[c]} ({n[c]:g})' for c in order], fontsize=8 if small else 6)
+    ax.set_ylim(C - 0.4, -0.6)
+    ax.set_ylabel('class (training count), in line order')
+    ax.set_xlabel('position on the similarity line')
+    ax.figure.colorbar(dots, ax=ax, pad=0.01, fraction=0.04 if small else 0.025, aspect=30,
+                       label='training count (dot colour; dot size grows with it)')
+    handles = [Line2D([], [], color='0.8', lw=4, label=f'window: its W={W} classes, first to last'),
+               Line2D([], [], color='0.45', marker='|', ls='', ms=7, label='a window member'),
+               Line2D([], [], color='tab:green', marker='o', ls='', mec='k', mew=0.4, label='the class itself')]
+    ax.legend(handles=handles, loc='lower right', bbox_to_anchor=(1, 1), ncol=3, fontsize=8, frameon=False,
+              borderaxespad=0.2, handlelength=1.5, columnspacing=1)
+    ax.set_title(f'Similarity window, C={C}, W={W}', loc='left', fontsize=10)
     return ax
 
 SimilarityWindow.plot = _plot_window
+
+def text_problems(ax, # a matplotlib Axes, drawn here
+                 ) -> list:
+    "Drawn texts of `ax` (tick labels, titles, axis labels, legend, annotations) that overlap or leave the figure"
+    from matplotlib.text import Text
+    fig = ax.figure; fig.canvas.draw(); r = fig.canvas.get_renderer()
+    (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+    offview = {id(t) for t, v in [(t, t.get_position()[0]) for t in ax.get_xticklabels()] if not x0 <= v <= x1}
+    offview |= {id(t) for t in ax.get_yticklabels() if not y0 <= t.get_position()[1] <= y1}
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in ax.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and id(t) not in offview]
+    fb = fig.bbox
+    out = [(s, 'outside the figure') for s, b in boxes if not (fb.contains(b.x0, b.y0) and fb.contains(b.x1, b.y1))]
+    boxes = [(s, b.shrunk(0.98, 0.9)) for s, b in boxes]
+    return out + [(s, u) for i, (s, b) in enumerate(boxes) for u, c in boxes[i + 1:] if b.overlaps(c)]
 
 # %% ../nbs/00_similarity.ipynb #7795d7da
 def window_chance(n_classes:int, # number of classes C

@@ -4,11 +4,12 @@ import numpy as np, pytest, torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (vision_learner, resnet18, ImageDataLoaders, DataBlock, ImageBlock, CategoryBlock,
                                get_image_files, parent_label, GrandparentSplitter, Callback, CrossEntropyLossFlat,
-                               MixUp, Flip, load_learner, Learner)
+                               MixUp, Flip, load_learner, Learner, MultiCategoryBlock, RegressionBlock, BCEWithLogitsLossFlat,
+                               MSELossFlat, SaveModelCallback, EarlyStoppingCallback, ReduceLROnPlateau)
 from fastai.callback.progress import no_bar  # noqa: F401
 from swrm_fastai.similarity import SimilarityWindow, embed_1d, swr_weights, swm_margins
-from swrm_fastai.losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss
-from swrm_fastai.callback import SimilarityWindowCallback, DeferredReweighting, class_prototypes
+from swrm_fastai.losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss, class_counts
+from swrm_fastai.callback import SimilarityWindowCallback, DeferredReweighting, LossSwitchCallback, class_prototypes
 
 COUNTS = [20, 14, 10, 7, 5, 4, 3, 2, 2, 2]  # long-tailed training counts, 10 classes
 VOCAB = [f'k{c}' for c in range(len(COUNTS))]
@@ -242,3 +243,155 @@ def test_switch_on_cuda(img_path, loss):
     assert bufs and all(v.device == dev for v in bufs.values()), {k: v.device for k, v in bufs.items()}
     assert learn.similarity_window.positions.device == dev and all(np.isfinite(log.losses))
     if loss == 'swrm': check_window_by_hand(learn, log.snap, window=5, beta=1.)
+
+# --- issue 13: refuse before the first batch, trackers across the switch, fine_tune
+
+class BatchCount(Callback):
+    "Counts the training batches that ran"
+    order = -5
+    def __init__(self): self.n = 0
+    def after_batch(self):
+        if self.training: self.n += 1
+
+def refused_before_training(learn, match, fit=lambda learn: learn.fit(3, 1e-3)):
+    "`fit(learn)` raises a ValueError matching `match`, and not a single training batch ran before it"
+    counter = BatchCount()
+    learn.add_cb(counter)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(), pytest.raises(ValueError, match=match):
+        warnings.simplefilter('ignore')
+        fit(learn)
+    assert counter.n == 0, f"{counter.n} training batches ran before the error"
+
+def conv_net(): return nn.Sequential(nn.Conv2d(3, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+def label_dls(path, block, get_y):
+    "The image folder with other targets: multi-label (`MultiCategoryBlock`) or regression (`RegressionBlock`)"
+    blk = DataBlock(blocks=(ImageBlock, block), get_items=get_image_files, get_y=get_y,
+                    splitter=GrandparentSplitter(train_name='train', valid_name='valid'))
+    return blk.dataloaders(path, bs=16, num_workers=0)
+
+def _multi_label(o): return [parent_label(o)]
+def _regression(o): return float(VOCAB.index(parent_label(o))) / 3
+
+REFUSALS = {  # name: (callback, learner builder, message)
+    'window > C': (lambda: SimilarityWindowCallback(2, window=11), 'vision', r'2\.\.C = 2\.\.10, got 11'),
+    'no linear layer': (lambda: SimilarityWindowCallback(2, window=5), 'conv', 'pass `layer=`'),
+    'no such layer': (lambda: SimilarityWindowCallback(2, window=5, layer='head.fc'), 'vision', "no submodule named 'head.fc'"),
+    'class missing': (lambda: SimilarityWindowCallback(2, window=5), 'ghost', r"'ghost'\) has no sample in the training set"),
+    'multi-label': (lambda: SimilarityWindowCallback(2, window=5), 'multi', 'SWRM needs single-label classification'),
+    'regression': (lambda: SimilarityWindowCallback(2, window=5), 'regression', 'SWRM needs single-label classification'),
+    'dyswrm multi-label': (lambda: SimilarityWindowCallback(2, window=5, loss='dyswrm'), 'multi', 'needs single-label'),
+    'last_epoch class missing': (lambda: SimilarityWindowCallback(2, window=5, prototypes='last_epoch'), 'ghost', "'ghost'"),
+    'loss_kwargs typo': (lambda: SimilarityWindowCallback(2, window=5, loss_kwargs=dict(reductio='sum')), 'vision', 'do not fit'),
+    'dyswrm bad lr': (lambda: SimilarityWindowCallback(2, window=5, loss='dyswrm', loss_kwargs=dict(lr=-1.)), 'vision', 'lr must be'),
+    'drw cannot re-weight': (lambda: DeferredReweighting(2), 'mse', 'cannot re-weight a MSELoss'),
+    'drw multi-label': (lambda: DeferredReweighting(2), 'multi', 'SWRM needs single-label classification'),
+    'drw class missing': (lambda: DeferredReweighting(2), 'ghost', r"'ghost'\) has no sample"),
+    'switch loss for other classes': (lambda: LossSwitchCallback(2, DySWRMLoss(COUNTS[:9], window=3)), 'vision',
+                                      'built for 9 classes but the data has 10'),
+}
+
+@pytest.mark.parametrize('case', list(REFUSALS))
+def test_refused_before_the_first_batch(img_path, case):
+    make_cb, kind, match = REFUSALS[case]
+    torch.manual_seed(0)
+    cbs = make_cb()
+    if kind == 'vision': learn = make_learner(img_path, cbs=cbs)
+    elif kind == 'mse': learn = vision_learner(make_dls(img_path), resnet18, pretrained=False, loss_func=nn.MSELoss(), cbs=cbs)
+    elif kind == 'conv': learn = Learner(make_dls(img_path), conv_net(), loss_func=CrossEntropyLossFlat(), cbs=cbs)
+    elif kind == 'ghost': learn = vision_learner(make_dls(img_path, vocab=VOCAB + ['ghost']), resnet18, pretrained=False, cbs=cbs)
+    else:
+        dls = label_dls(img_path, MultiCategoryBlock if kind == 'multi' else RegressionBlock,
+                        _multi_label if kind == 'multi' else _regression)
+        learn = vision_learner(dls, resnet18, pretrained=False, n_out=len(VOCAB), cbs=cbs,
+                               loss_func=BCEWithLogitsLossFlat() if kind == 'multi' else MSELossFlat())
+    refused_before_training(learn, match)
+
+def test_refused_before_fine_tune_warmup(img_path):
+    "fine_tune's frozen warm-up is checked too: the error comes before its first batch"
+    learn = make_learner(img_path, cbs=SimilarityWindowCallback(0.5, window=11))
+    refused_before_training(learn, r'2\.\.C = 2\.\.10', fit=lambda learn: learn.fine_tune(2, freeze_epochs=1))
+
+def test_refused_at_construction(img_path):
+    for kw, match in ((dict(window=0), 'window size W'), (dict(window=2.5), 'window size W'), (dict(beta=-1.), 'beta'),
+                      (dict(tau=0.), 'tau'), (dict(perplexity=0), 'perplexity'), (dict(start_epoch=-1), 'start_epoch'),
+                      (dict(start_epoch=True), 'start_epoch'), (dict(start_epoch=1.5), 'fraction of the fit')):
+        with pytest.raises(ValueError, match=match): SimilarityWindowCallback(**{'start_epoch': 1, **kw})
+    with pytest.raises(ValueError, match=r'beta must be in \[0, 1\)'): DeferredReweighting(1, beta=1.)
+    # class_counts on multi-label or regression data: the same line, not a torch error
+    for block, get_y in ((MultiCategoryBlock, _multi_label), (RegressionBlock, _regression)):
+        with pytest.raises(ValueError, match='SWRM needs single-label classification'): class_counts(label_dls(img_path, block, get_y))
+
+def test_numpy_start_epoch(img_path):
+    "numpy integers and floats are epoch indices and fractions, like Python's"
+    for start in (np.int64(1), np.float32(0.5)):
+        log = LossLog()
+        learn = make_learner(img_path, cbs=[log, SimilarityWindowCallback(start, window=5, verbose=False)])
+        with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
+        assert log.types == ['CrossEntropyLossFlat', 'SWRMLoss'] and learn.swrm_switch.switch_epoch == 1
+
+class Snapshots(Callback):
+    "A copy of the model's weights after every epoch (after the trackers ran)"
+    order = 70
+    def __init__(self): self.states = []
+    def after_epoch(self): self.states.append({k: v.detach().clone() for k, v in self.learn.model.state_dict().items()})
+
+def _same(a, b): return all(torch.equal(a[k], b[k]) for k in a)
+
+@pytest.mark.parametrize('make_cb', [lambda **kw: SimilarityWindowCallback(1, window=5, **kw),
+                                     lambda **kw: DeferredReweighting(1, **kw)], ids=['swrm', 'drw'])
+def test_save_model_across_the_switch(img_path, make_cb, capsys):
+    "SaveModelCallback compares stage-2 epochs only: the fit ends with a stage-2 model and the stage-2 loss"
+    snaps, cb = Snapshots(), make_cb()
+    learn = make_learner(img_path, cbs=[cb, SaveModelCallback(), snaps])
+    with learn.no_bar(): learn.fit(3, 1e-3)
+    out = capsys.readouterr().out
+    assert 'reset SaveModelCallback: from now on they compare stage-2 epochs only' in out
+    valid = [v[1] for v in learn.recorder.values]
+    assert learn.save_model.best == min(valid[1:])  # the best stage-2 epoch, whatever stage 1 scored
+    best = 1 + int(np.argmin(valid[1:]))
+    assert _same(learn.model.state_dict(), snaps.states[best]) and not _same(learn.model.state_dict(), snaps.states[0])
+    assert type(learn.loss_func).__name__ in ('SWRMLoss', 'ClassBalancedLoss')
+    if isinstance(cb, SimilarityWindowCallback) and valid[0] < min(valid[1:]):
+        # the reason: the loss changes scale at the switch. Without the reset, the cross-entropy model of epoch 0 comes back
+        learn = make_learner(img_path, cbs=[make_cb(reset_trackers=False, verbose=False), SaveModelCallback(), Snapshots()])
+        with learn.no_bar(): learn.fit(3, 1e-3)
+        assert _same(learn.model.state_dict(), learn.cbs.filter(lambda o: isinstance(o, Snapshots))[0].states[0])
+
+def test_early_stopping_not_at_the_switch(img_path):
+    "EarlyStoppingCallback(patience=2) does not stop because the loss changed scale: all 4 epochs run"
+    cb = SimilarityWindowCallback(1, window=5, verbose=False)
+    learn = make_learner(img_path, cbs=[cb, EarlyStoppingCallback(patience=2), ReduceLROnPlateau(patience=2)])
+    with learn.no_bar(), learn.no_logging(): learn.fit(4, 1e-3)
+    assert len(learn.recorder.values) == 4 and isinstance(learn.loss_func, SWRMLoss)
+    assert 'reset EarlyStoppingCallback, ReduceLROnPlateau' in cb.messages[-1]
+
+def test_fine_tune_fraction(img_path):
+    "fine_tune(2, freeze_epochs=1), start_epoch=0.5: epoch 1 of the unfrozen fit, never the warm-up; no warning"
+    log, cb = LossLog(), SimilarityWindowCallback(0.5, window=5, verbose=False)
+    learn = make_learner(img_path, cbs=[log, cb])
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        learn.fine_tune(2, freeze_epochs=1)
+    assert log.types == ['CrossEntropyLossFlat', 'CrossEntropyLossFlat', 'SWRMLoss']  # warm-up, unfrozen 0, unfrozen 1
+    assert cb.switch_epoch == 1 and "`fine_tune`'s frozen warm-up: no switch" in cb.messages[0]
+    assert not [o for o in w if 'SimilarityWindowCallback' in str(o.message)], [str(o.message) for o in w]
+    # start_epoch=0: the first unfrozen epoch, from a model whose head trained in the warm-up (no warning either)
+    log, cb = LossLog(), SimilarityWindowCallback(0, window=5, verbose=False)
+    learn = make_learner(img_path, cbs=[log, cb])
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        learn.fine_tune(1, freeze_epochs=1)
+    assert log.types == ['CrossEntropyLossFlat', 'SWRMLoss'] and cb.switch_epoch == 0
+    assert not [o for o in w if 'SimilarityWindowCallback' in str(o.message)]
+
+def test_switch_from_an_untrained_model_warns(img_path):
+    learn = make_learner(img_path, cbs=SimilarityWindowCallback(0.4, window=5, verbose=False))  # 0.4 of 1 epoch: epoch 0
+    with learn.no_bar(), learn.no_logging(), pytest.warns(UserWarning, match='has not trained a single epoch'): learn.fit(1, 1e-3)
+    # a learner that trained before (its optimiser has Adam's moments), then gets the callback: no warning
+    learn = make_learner(img_path)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('error')
+        learn.fit(1, 1e-3, cbs=SimilarityWindowCallback(0, window=5, verbose=False))
+    assert isinstance(learn.loss_func, SWRMLoss)

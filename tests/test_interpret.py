@@ -223,3 +223,50 @@ def test_plots(learn, tmp_path):
     assert png_ok(ax, tmp_path, 'c100.png')
     ax = plot_class_weights(counts, torch.randn(100, generator=g), window=15)
     assert png_ok(ax, tmp_path, 'w100.png')
+
+
+def long_tailed_blobs(C, dim=8, seed=0, missing=None):
+    "C classes of Gaussian blobs in `dim` dimensions, 2..100 training samples (exponential profile), 2 validation samples per class but none for `missing`"
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(C, dim, generator=g) * 3
+    names = [f'class_{c}' for c in range(C)]
+    counts = [max(2, int(100 * 50 ** (-c / (C - 1)))) for c in range(C)]
+    items = []
+    for split, per in ((0, counts), (1, [0 if c == missing else 2 for c in range(C)])):
+        for c, k in enumerate(per): items += [(centres[c] + torch.randn(dim, generator=g), names[c], split) for _ in range(k)]
+    valid = [i for i, o in enumerate(items) if o[2] == 1]
+    dsets = Datasets(items, [[ItemGetter(0)], [ItemGetter(1), Categorize(vocab=names)]], splits=IndexSplitter(valid)(items))
+    return dsets.dataloaders(bs=64, shuffle=True, seed=seed), counts
+
+
+@pytest.mark.parametrize('C', [10, 100])
+def test_plots_readable(C, tmp_path):
+    "A trained SWRM learner at C=10 and C=100, one class without validation sample: the window and confusion plots are readable"
+    from swrm_fastai.callback import SimilarityWindowCallback
+    from swrm_fastai.similarity import text_problems
+    dls, counts = long_tailed_blobs(C, missing=C // 2)
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, C)), loss_func=CrossEntropyLossFlat(), lr=1e-2,
+                    cbs=SimilarityWindowCallback(1, window=3 if C == 10 else 15, verbose=False))
+    learn.remove_cb(ProgressCallback)
+    with learn.no_logging(): learn.fit(2)
+    interp = ClassificationInterpretation.from_learner(learn)
+    out = os.environ.get('SWRM_PNG_DIR')  # set it to keep the PNGs and look at them
+    for name, ax in (('window', interp.plot_similarity_window()), ('confusion', interp.plot_lt_confusion_matrix())):
+        assert text_problems(ax) == [], (name, text_problems(ax))
+        if name == 'window':
+            labels = [t.get_text() for t in ax.get_yticklabels()]
+            assert len(labels) == C and len(set(labels)) == C  # every class has its own labelled row
+        else:
+            img = np.ma.filled(ax.images[0].get_array().astype(float), np.nan)
+            row = list(np.argsort(-np.array(counts), kind='stable')).index(C // 2)
+            assert np.isnan(img[row]).all() and 'grey rows: 1 class without validation sample' in ax.get_title()
+        if out: ax.figure.savefig(os.path.join(out, f'{name}_C{C}.png'), dpi=100)
+        assert png_ok(ax, tmp_path, f'{name}{C}.png')
+    # shot_accuracy counts only the classes with validation samples
+    report = interp.shot_accuracy(many=50, few=10)
+    assert report.loc['overall', 'n_classes'] == C - 1 and report.loc[f'class_{C // 2}', 'n_classes'] == 0
+    assert np.isnan(report.loc[f'class_{C // 2}', 'accuracy'])
+    # an empty tail table says why
+    with pytest.warns(UserWarning, match='no tail class under the thresholds: every class has more than many=1'):
+        assert len(interp.tail_confusions(many=1, few=1)) == 0
