@@ -327,14 +327,14 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     sched = paper_lr(cfg['lr'], cfg['warmup'], [epoch_fraction(m, n_epoch) for m in cfg['milestones']])
     fit_cbs = [ParamScheduler({'lr': sched}), SkipValidation()]
     if mb is not None: fit_cbs.append(RunBar(mb, f"{method} seed {seed}", prefix))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     learn.fit(n_epoch, cfg['lr'], cbs=fit_cbs)
-    train_time, start = time.perf_counter() - start, time.perf_counter()
+    train_time, train_cpu, start = time.perf_counter() - start, time.process_time() - cpu, time.perf_counter()
     preds, targs = learn.get_preds(dl=dls.valid)
     eval_time = time.perf_counter() - start
     sw = next((cb for cb in cbs if getattr(cb, 'switch_time', None) is not None), None)
     return dict(method=method, seed=seed, learn=learn, preds=preds, targs=targs.as_subclass(torch.Tensor),
-                epoch_times=timer.times, train_time=train_time, eval_time=eval_time,
+                epoch_times=timer.times, train_time=train_time, train_cpu=train_cpu, eval_time=eval_time,
                 switch_time=None if sw is None else sw.switch_time, switch_timings=None if sw is None else dict(sw.timings),
                 messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
 
@@ -498,7 +498,7 @@ def run_bench(cfg:dict, # from `bench_config`
         et, extra = res['epoch_times'], {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
         sw = _similarity_window(res['learn'])
         look = lookalike_row(sw, groups, names)
-        row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], eval_time_s=res['eval_time'],
+        row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], train_cpu_s=res['train_cpu'], eval_time_s=res['eval_time'],
                    epoch_time_s=float(np.mean(et)) if et else float('nan'),
                    switch_time_s=res['switch_time'] if res['switch_time'] is not None else float('nan'),
                    prototypes_time_s=(res['switch_timings'] or {}).get('prototypes', float('nan')),
