@@ -27,7 +27,7 @@ from .losses import (class_counts, cosine_head, ClassBalancedLoss, LDAMLoss, Log
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting
 from .metrics import shot_accuracy_table
-from .interpret import (confusion_from_preds, similarity_window_of, tail_confusion_table, compare_confusions,
+from .interpret import (confusion_from_preds, row_percent, similarity_window_of, tail_confusion_table, compare_confusions,
                                    plot_lt_confusion_matrix, plot_class_weights)
 from . import data as lt_data
 
@@ -579,6 +579,10 @@ def write_tail_confusions(res:dict, out:Path):
     t = tail_confusion_table(kept[base]['cm'], res['counts'], res['names'], top=20)
     if other is not None: t = compare_confusions(t, kept[other]['cm'], labels=(METHODS[base][0], METHODS[other][0]))
     t.to_csv(out/'tail_confusions.csv', index=False)
+    every = t[[c for c in t.columns if not c.startswith('pct') and c != 'change']].copy()
+    for m, k in kept.items(): every[f'pct_{METHODS[m][0]}'] = row_percent(k['cm'])[every.true_idx.to_numpy(np.int64), every.pred_idx.to_numpy(np.int64)]
+    every.to_csv(out/'tail_confusions_all.csv', index=False)
+    (out/'tail_confusions_all.md').write_text(markdown_table(every.drop(columns=['true_idx', 'pred_idx']).round(1)))
     fmt = t.copy()
     for c in fmt.columns:
         if c.startswith('pct') or c == 'change': fmt[c] = [f'{v:+.1f}' if c == 'change' else f'{v:.1f}' for v in fmt[c]]

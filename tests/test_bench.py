@@ -103,6 +103,8 @@ def test_tail_confusions_and_config(tiny_run):
     assert {'pct_CE', 'pct_SWRM', 'change'} <= set(t.columns)
     assert (t.true_count <= 100).all() and (t.pred_count > 100).all()
     assert np.allclose(t.change, t.pct_SWRM - t.pct_CE)
+    every = pd.read_csv(tiny_run/'tail_confusions_all.csv')  # the same pairs, one column per method
+    assert list(every.true) == list(t.true) and np.allclose(every.pct_CE, t.pct_CE) and np.allclose(every.pct_SWRM, t.pct_SWRM)
     acc0 = pc[(pc.method == 'ce') & (pc.seed == 0)].set_index('class').accuracy
     for true, d in t.groupby('true_idx'): assert d.pct_CE.sum() <= 100 - acc0[true] + 1e-6
     conf = json.loads((tiny_run/'config.json').read_text())
