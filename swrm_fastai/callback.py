@@ -227,7 +227,7 @@ class LossSwitchCallback(Callback):
         if self.names is not None and self.loss.n_classes != len(self.names):
             raise ValueError(f"the stage-2 loss {type(self.loss).__name__} is built for {self.loss.n_classes} classes but "
                              f"the data has {len(self.names)} (dls.vocab)")
-        if getattr(self.loss, 'names', False) is None and self.names is not None: self.loss.set_names(self.names)
+        if hasattr(self.loss, 'set_names') and self.loss.names is None and self.names is not None: self.loss.set_names(self.names)
 
     def _trained(self) -> bool:
         "Whether the model has trained: an epoch seen by this callback, or an optimiser with state (e.g. Adam's moments)"
