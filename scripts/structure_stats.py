@@ -41,7 +41,8 @@ def all_names():
             pkg |= set(mod.__all__)
             c = sorted(k for k in mod.__all__ if k in dir(F))
             if c: clashes[name] = c
-    exported = sorted(k for k in dir(A) if k in pkg)
+    # a hand-written `__all__` of `all.py` is its public API; without one, every package name a star import brings in
+    exported = sorted(getattr(A, '__all__', None) or (k for k in dir(A) if k in pkg))
     return exported, sorted(k for k in exported if k in dir(F)), clashes
 
 def nb_rows():

@@ -15,137 +15,32 @@ from fastcore.basics import store_attr, noop
 from fastcore.imports import IN_NOTEBOOK
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
-from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
 from fastprogress.fastprogress import master_bar, progress_bar
 from .similarity import check_window, SimilarityWindow, lookalike_share
-from .losses import (class_counts, cosine_head, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
+from .data import class_counts
+from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
-from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting
-from .metrics import shot_accuracy_table
+from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
+from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head, _whole_epochs
+from .metrics import shot_accuracy_table, SHOT_GROUPS
 from .interpret import (confusion_from_preds, similarity_window_of, tail_confusion_table, compare_confusions,
                                    plot_lt_confusion_matrix, plot_class_weights)
 from . import data as lt_data
 
 # %% auto #0
-__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'GROUPS', 'SCORES',
-           'QUICK', 'LOOKALIKE_COLS', 'BasicBlock', 'SmallResNet', 'resnet32', 'small_resnet', 'resnet10', 'resnet18',
-           'paper_lr', 'epoch_fraction', 'switch_epoch', 'BenchError', 'parse_methods', 'parse_sweep', 'SkipValidation',
-           'EpochTimer', 'RunBar', 'make_model', 'input_channels', 'fit_method', 'run_scores', 'summarise', 'fmt_score',
-           'markdown_table', 'score_table', 'bench_config', 'load_data', 'bench_jobs', 'lookalike_row', 'run_bench',
-           'library_versions', 'switch_cost', 'write_tables', 'write_tail_confusions', 'lookalike_table',
-           'write_lookalikes', 'write_plots', 'write_results', 'bench_parser', 'main']
-
-# %% ../nbs/06_bench.ipynb #acd53138
-class BasicBlock(nn.Module):
-    "Two 3x3 conv-BN layers with an identity or option-A (subsample + zero-pad) shortcut"
-    def __init__(self,
-                 ni:int, # input channels
-                 nf:int, # output channels, >= ni
-                 stride:int=1, # stride of the first conv
-                ):
-        super().__init__()
-        store_attr('ni,nf,stride')
-        self.conv1 = nn.Conv2d(ni, nf, 3, stride, 1, bias=False); self.bn1 = nn.BatchNorm2d(nf)
-        self.conv2 = nn.Conv2d(nf, nf, 3, 1, 1, bias=False);      self.bn2 = nn.BatchNorm2d(nf)
-
-    def shortcut(self, x):
-        if self.stride == 1 and self.ni == self.nf: return x
-        pad = self.nf - self.ni
-        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, pad // 2, pad - pad // 2))
-
-    def forward(self, x): return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
-
-# %% ../nbs/06_bench.ipynb #333a05ea
-class SmallResNet(nn.Module):
-    "ResNet for small images: a 3x3 stem, stages of `n` basic blocks, global pooling and a final `fc` Linear"
-    def __init__(self,
-                 n_classes:int, # number of classes C
-                 n:int=5, # basic blocks per stage (ResNet-(6n+2))
-                 widths=(16, 32, 64), # channels of each stage
-                 in_ch:int=3, # input channels
-                 stem_stride:int=1, # 2 halves the resolution once more (cheap on CPU)
-                ):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_ch, widths[0], 3, stem_stride, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        blocks, ni = [], widths[0]
-        for i, nf in enumerate(widths):
-            for j in range(n): blocks.append(BasicBlock(ni, nf, 2 if (i > 0 and j == 0) else 1)); ni = nf
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(ni, n_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)): nn.init.kaiming_normal_(m.weight)
-
-    def features(self, x): return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
-    def forward(self, x): return self.fc(self.features(x))
-
-# %% ../nbs/06_bench.ipynb #8707a36d
-def resnet32(n_classes:int, # number of classes C
-             in_ch:int=3, # input channels
-            ) -> SmallResNet:
-    "The paper's CIFAR-LT model: ResNet-32 (3 stages x 5 basic blocks, 16/32/64 channels, 0.46M parameters)"
-    return SmallResNet(n_classes, n=5, widths=(16, 32, 64), in_ch=in_ch)
-
-def small_resnet(n_classes:int, # number of classes C
-                 in_ch:int=1, # input channels
-                 n:int=1, # basic blocks per stage
-                 widths=(16, 32, 64), # channels of each stage
-                ) -> SmallResNet:
-    "Default Fashion-MNIST model: ResNet-8 with a stride-2 stem (28x28 -> 14, 7, 4), ~4 s/epoch on 15k images on 2 cores"
-    return SmallResNet(n_classes, n=n, widths=widths, in_ch=in_ch, stem_stride=2)
-
-# %% ../nbs/06_bench.ipynb #0d059c9d
-def resnet10(n_classes:int, # number of classes C
-             in_ch:int=3, # input channels
-            ) -> nn.Module:
-    "ResNet-10 of the paper's ImageNet-LT experiments: torchvision's ResNet with one basic block per stage"
-    from torchvision.models.resnet import ResNet, BasicBlock as TVBasicBlock
-    m = ResNet(TVBasicBlock, [1, 1, 1, 1], num_classes=n_classes)
-    if in_ch != 3: m.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
-    return m
-
-def resnet18(n_classes:int, # number of classes C
-             in_ch:int=3, # input channels
-            ) -> nn.Module:
-    "torchvision ResNet-18 from scratch (no pretrained weights can be downloaded here), for Places-LT"
-    from torchvision.models import resnet18 as tv_resnet18
-    m = tv_resnet18(weights=None, num_classes=n_classes)
-    if in_ch != 3: m.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
-    return m
-
-MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=resnet10, resnet18=resnet18)
-
-# %% ../nbs/06_bench.ipynb #efe3619b
-def paper_lr(lr:float, # peak learning rate
-             warmup:float=5/200, # fraction of training with a linear warmup from 0 to `lr`
-             milestones=(0.7, 0.9), # fractions of training where the lr is multiplied by `gamma`
-             gamma:float=0.1, # decay factor
-            ):
-    "The paper's step schedule as a function of training progress `pos` in [0, 1], for fastai's `ParamScheduler`"
-    milestones = tuple(sorted(milestones))
-    def _inner(pos):
-        if warmup > 0 and pos < warmup: return lr * pos / warmup
-        return lr * gamma ** sum(pos >= m for m in milestones)
-    return _inner
-
-# %% ../nbs/06_bench.ipynb #f31371fb
-def epoch_fraction(frac:float, # fraction of training
-                   n_epoch:int, # number of epochs
-                  ) -> float:
-    "`frac` rounded to a whole epoch, as a fraction of `n_epoch` (so a decay or switch starts an epoch)"
-    return round(frac * n_epoch) / n_epoch
-
-def switch_epoch(frac:float, # fraction of training done before the switch (0.7 = 140/200)
-                 n_epoch:int, # number of epochs
-                ) -> int:
-    "The first epoch of stage 2 for a switch at `frac` of training"
-    return round(frac * n_epoch)
+__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'SCORES', 'QUICK',
+           'LOOKALIKE_COLS', 'BenchError', 'parse_methods', 'parse_sweep', 'make_model', 'input_channels', 'fit_method',
+           'run_scores', 'summarise', 'fmt_score', 'markdown_table', 'score_table', 'bench_config', 'load_data',
+           'bench_jobs', 'lookalike_row', 'run_bench', 'library_versions', 'switch_cost', 'write_tables',
+           'write_tail_confusions', 'lookalike_table', 'write_lookalikes', 'write_plots', 'write_results',
+           'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
+MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18)
+
 RECIPES = {
     'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=5/200,
                              milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
@@ -254,20 +149,7 @@ def parse_sweep(specs) -> dict:
     return out
 
 # %% ../nbs/06_bench.ipynb #e79a0a28
-class SkipValidation(Callback):
-    "Skip the per-epoch validation of `fit`: the harness evaluates on the test set once, after training"
-    order = -5
-    def before_validate(self):
-        if self.learn.dl is self.learn.dls.valid: raise CancelValidException()
-
-class EpochTimer(Callback):
-    "Wall-clock time of each training epoch (the loss swap at `before_epoch` is not included)"
-    order = -5
-    def __init__(self): self.times = []  # not reset in before_fit: `get_preds` fires before_fit too
-    def before_train(self): self._start = time.perf_counter()
-    def after_train(self): self.times.append(time.perf_counter() - self._start)
-
-class RunBar(Callback):
+class _RunBar(Callback):
     "A fastprogress bar over the training batches of the fit, as a child of the harness's master bar"
     order = 90
     def __init__(self, mb=None, comment='', prefix=None): store_attr()
@@ -311,7 +193,7 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     "Train `method` from scratch with the paper's schedule; evaluate on `dls.valid` once, at the end"
     cfg = {**BENCH_DEFAULTS, **(cfg or {})}
     n_epoch, counts = cfg['epochs'], class_counts(dls)
-    cfg['switch_epoch'], cfg['seed'] = switch_epoch(cfg['switch'], n_epoch), seed
+    cfg['switch_epoch'], cfg['seed'] = resolve_epoch(float(cfg['switch']), n_epoch), seed
     model = make_model(cfg['model'], len(counts), in_ch or input_channels(dls), seed)
     set_seed(seed, reproducible=True)
     loss_func, cbs, head = METHODS[method][1](counts, cfg)
@@ -322,11 +204,9 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
                     wd=cfg['wd'], wd_bn_bias=True, cbs=cbs + [timer])
     if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
     learn.logger = noop  # no per-epoch table: there is no validation to show
-    sched = paper_lr(cfg['lr'], cfg['warmup'], [epoch_fraction(m, n_epoch) for m in cfg['milestones']])
-    fit_cbs = [ParamScheduler({'lr': sched}), SkipValidation()]
-    if mb is not None: fit_cbs.append(RunBar(mb, f"{method} seed {seed}", prefix))
+    fit_cbs = [SkipValidation()] + ([_RunBar(mb, f"{method} seed {seed}", prefix)] if mb is not None else [])
     start = time.perf_counter()
-    learn.fit(n_epoch, cfg['lr'], cbs=fit_cbs)
+    learn.fit_paper(n_epoch, cfg['lr'], cfg['warmup'], cfg['milestones'], cbs=fit_cbs)
     train_time, start = time.perf_counter() - start, time.perf_counter()
     preds, targs = learn.get_preds(dl=dls.valid)
     eval_time = time.perf_counter() - start
@@ -337,8 +217,7 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
                 messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
 
 # %% ../nbs/06_bench.ipynb #2ad9ac84
-GROUPS = ('many', 'medium', 'few')
-SCORES = ('overall',) + GROUPS
+SCORES = ('overall',) + SHOT_GROUPS
 
 def run_scores(preds, # [N, C] probabilities or logits on the test set
                targs, # [N] true classes
@@ -565,7 +444,7 @@ def write_tables(res:dict, out:Path) -> str:
     table = markdown_table(score_table(summary, by))
     head = (f"# {cfg['dataset']}: top-1 accuracy (%) on the balanced test set, mean ± std over seeds {cfg['seeds']}\n\n"
             f"imbalance {cfg['imb']:g}, n_max {cfg['n_max'] or 'default'}, {cfg['epochs']} epochs, model {cfg['model']}, "
-            f"W={cfg['window']}, beta={cfg['beta']:g}, switch at epoch {switch_epoch(cfg['switch'], cfg['epochs'])}\n\n")
+            f"W={cfg['window']}, beta={cfg['beta']:g}, switch at epoch {resolve_epoch(float(cfg['switch']), cfg['epochs'])}\n\n")
     (out/'table.md').write_text(head + table)
     return table
 

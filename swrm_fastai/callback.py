@@ -12,20 +12,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import store_attr
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.hook import Hook
 from fastai.torch_core import to_device
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.tracker import TrackerCallback
 from .similarity import check_window, check_beta_tau, document_params
-from .losses import MarginCELoss, _SINGLE_LABEL
+from .losses import MarginCELoss, dist_info
+import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
+from .data import class_counts, _SINGLE_LABEL
 from .similarity import SimilarityWindow, embed_1d
-from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights, class_counts
+from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights
 
 # %% auto #0
-__all__ = ['unwrap_model', 'feature_layer', 'dist_info', 'all_reduce_sum', 'broadcast_from_rank0', 'feature_sums',
-           'check_present', 'class_prototypes', 'check_start_epoch', 'resolve_epoch', 'in_fine_tune_warmup',
-           'reset_trackers', 'LossSwitchCallback', 'SimilarityWindowCallback', 'DeferredReweighting']
+__all__ = ['unwrap_model', 'feature_layer', 'all_reduce_sum', 'broadcast_from_rank0', 'feature_sums', 'check_present',
+           'class_prototypes', 'SkipValidation', 'EpochTimer', 'check_start_epoch', 'resolve_epoch',
+           'in_fine_tune_warmup', 'reset_trackers', 'LossSwitchCallback', 'SimilarityWindowCallback',
+           'DeferredReweighting']
 
 # %% ../nbs/04_callback.ipynb #99851d80
 def unwrap_model(model:nn.Module) -> nn.Module:
@@ -52,12 +55,6 @@ def feature_layer(model:nn.Module, # the model (possibly wrapped for DDP)
     return lins[-1]
 
 # %% ../nbs/04_callback.ipynb #b5ec374d
-def dist_info() -> tuple[int, int]:
-    "`(rank, world_size)` of the initialised process group, `(0, 1)` without one"
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
 def all_reduce_sum(t:Tensor) -> Tensor:
     "Sum `t` over all ranks in place (a no-op in a single process)"
     if dist_info()[1] > 1: torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
@@ -81,6 +78,14 @@ def _amp_context(device, amp_dtype):
     if amp_dtype is None or device.type != 'cuda': return torch.autocast(device.type, enabled=False)
     return torch.autocast('cuda', dtype=amp_dtype)
 
+def _add_features(sums, counts, stored, y, n_classes):
+    "Add hooked features `stored` (float64, flattened) of classes `y` to per-class `sums` and `counts`, created on first use"
+    f = stored.as_subclass(Tensor).flatten(1).to(torch.float64)
+    if sums is None: sums = torch.zeros(n_classes, f.shape[1], dtype=torch.float64, device=f.device)
+    if counts is None: counts = torch.zeros(n_classes, dtype=torch.float64, device=f.device)
+    sums.index_add_(0, y, f); counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+    return sums, counts
+
 def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is run unwrapped
                  dl, # loader over the training set (unshuffled, keep every sample)
                  n_classes:int, # number of classes C
@@ -102,15 +107,13 @@ def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is 
                 b = to_device(b, device)
                 ni = n_inp if n_inp is not None else (1 if len(b) == 1 else len(b) - 1)
                 with _amp_context(device, amp_dtype): net(*b[:ni])
-                f = h.stored.as_subclass(Tensor).flatten(1).to(torch.float64)
                 yb = b[ni].as_subclass(Tensor)
                 if yb.is_floating_point() or yb.numel() != len(yb):
                     raise ValueError(f"{_SINGLE_LABEL}: a training batch has {yb.dtype} targets of shape {tuple(yb.shape)}")
                 y = yb.long().flatten()
                 if len(y) and (y.min() < 0 or y.max() >= n_classes):
                     raise ValueError(f"a target is outside 0..{n_classes - 1}: the data has more classes than the model")
-                if sums is None: sums = torch.zeros(n_classes, f.shape[1], dtype=torch.float64, device=device)
-                sums.index_add_(0, y, f); counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+                sums, counts = _add_features(sums, counts, h.stored, y, n_classes)
     finally: net.train(was_training)
     if world > 1:  # a rank with no batch still has to take part in the reductions
         d = torch.tensor([0 if sums is None else sums.shape[1]], device=device)
@@ -141,6 +144,20 @@ def class_prototypes(model:nn.Module, # the model (possibly wrapped for DDP)
     sums, counts = feature_sums(model, dl, n_classes, layer, **kwargs)
     check_present(counts, names)
     return (sums / counts[:, None]).float(), counts
+
+# %% ../nbs/04_callback.ipynb #760a190f
+class SkipValidation(Callback):
+    "Skip the per-epoch validation of `fit` (a run that evaluates once, after training)"
+    order = -5
+    def before_validate(self):
+        if self.learn.dl is self.learn.dls.valid: raise CancelValidException()
+
+class EpochTimer(Callback):
+    "Wall-clock seconds of each training epoch in `times` (the loss swap at `before_epoch` is not included)"
+    order = -5
+    def __init__(self): self.times = []  # not reset in before_fit: `get_preds` fires before_fit too
+    def before_train(self): self._start = time.perf_counter()
+    def after_train(self): self.times.append(time.perf_counter() - self._start)
 
 # %% ../nbs/04_callback.ipynb #3dbcfbae
 def check_start_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
@@ -196,7 +213,7 @@ class LossSwitchCallback(Callback):
         if loss is None and type(self).make_loss is LossSwitchCallback.make_loss:
             raise ValueError("LossSwitchCallback needs `loss=`: the loss to switch to at `start_epoch`")
         store_attr()
-        self.switched, self.switch_epoch, self.switch_time, self.timings, self.epoch_times = False, None, None, {}, []
+        self.switched, self.switch_epoch, self.switch_time, self.timings, self._timer = False, None, None, {}, EpochTimer()
         self.epochs_trained, self._data_counts = 0, None
 
     def make_loss(self):
@@ -280,11 +297,13 @@ class LossSwitchCallback(Callback):
         self.messages = getattr(self, 'messages', []) + [msg]
         if self.verbose and dist_info()[0] == 0: print(msg)
 
+    @property
+    def epoch_times(self) -> list: return self._timer.times
     def before_train(self):
-        if getattr(self, '_fitting', False): self._t_train = time.perf_counter()
+        if getattr(self, '_fitting', False): self._timer.before_train()
     def after_train(self):
-        if getattr(self, '_fitting', False) and hasattr(self, '_t_train'):
-            self.epoch_times.append(time.perf_counter() - self._t_train)
+        if getattr(self, '_fitting', False) and hasattr(self._timer, '_start'):
+            self._timer.after_train()
             self.epochs_trained += 1
 
     def switch_cost(self) -> dict:
@@ -385,12 +404,8 @@ class SimilarityWindowCallback(LossSwitchCallback):
 
     def after_loss(self):
         if self._hook is None or not self.training: return
-        f = self._hook.stored.as_subclass(Tensor).flatten(1).to(torch.float64)
         y = self.yb[0].as_subclass(Tensor).long().flatten()
-        if self._sums is None:
-            self._sums = torch.zeros(self.n_classes, f.shape[1], dtype=torch.float64, device=f.device)
-            self._counts = torch.zeros(self.n_classes, dtype=torch.float64, device=f.device)
-        self._sums.index_add_(0, y, f); self._counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        self._sums, self._counts = _add_features(self._sums, self._counts, self._hook.stored, y, self.n_classes)
 
     def _remove_hook(self):
         if self._hook is not None: self._hook.remove(); self._hook = None

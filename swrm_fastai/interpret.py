@@ -12,8 +12,10 @@ from torch import Tensor
 from fastcore.basics import patch
 from fastai.interpret import ClassificationInterpretation
 from .similarity import check_counts, swr_weights, SimilarityWindow
-from .metrics import shot_groups, shot_accuracy_table
-from .losses import class_counts, cb_weights
+from .metrics import shot_groups, shot_accuracy_table, SHOT_GROUPS
+from .losses import cb_weights
+from .data import class_counts
+from .similarity import _plain
 
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'check_confusion', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels',
@@ -21,10 +23,6 @@ __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'check_confusion', 'confusion_from_pr
            'plot_class_weights', 'learner_counts', 'similarity_window_of']
 
 # %% ../nbs/05_interpret.ipynb #5bda54a5
-def _plain(x):
-    "`x` as a plain `torch.Tensor` (fastai's tensor subclasses break some ops)"
-    return x.as_subclass(Tensor) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
-
 def check_confusion(cm, # confusion matrix, `cm[true, predicted]`
                     n_classes:int|None=None, # expected number of classes, if known
                    ) -> np.ndarray:
@@ -188,7 +186,7 @@ def shot_report(preds, # predicted classes [N], or scores/logits [N, C]
     summary, per = shot_accuracy_table(preds, targs, n, names, many=many, few=few)
     scored = lambda d: int((d.n_valid > 0).sum())  # the classes with validation samples: those the accuracy averages
     rows = {'overall': ['all', scored(per), per.train_count.sum(), per.n_valid.sum(), summary['overall']]}
-    for g in ('many', 'medium', 'few'):
+    for g in SHOT_GROUPS:
         inside = per[per.group == g]
         rows[g] = [g, scored(inside), inside.train_count.sum(), inside.n_valid.sum(), summary[g]]
     for r in per.itertuples(): rows[str(r.name)] = [r.group, int(r.n_valid > 0), r.train_count, r.n_valid, r.accuracy]

@@ -10,18 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import store_attr, patch
-from fastcore.xtras import join_path_file
 from fastai.learner import Learner
-from fastai.torch_core import rank_distrib
+from .similarity import _plain
 from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
                                     window_weights, window_margins, gather_window, standardize, swr_weights, swm_margins, SimilarityWindow)
+from .data import class_counts
 
 # %% auto #0
 __all__ = ['check_reduction', 'check_logits_targets', 'logit_margin_needed', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
-           'SWMLoss', 'init_positions', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss',
-           'NormedLinear', 'cosine_head', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss',
-           'window_pair_margins', 'PairwiseWindowLoss', 'class_index', 'class_counts', 'sidecar_path',
-           'swrm_learner_state', 'restore_swrm_state']
+           'SWMLoss', 'init_positions', 'dist_info', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins',
+           'LDAMLoss', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins',
+           'PairwiseWindowLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -32,7 +31,6 @@ def check_reduction(reduction:str, # 'mean', 'sum' or 'none'
     if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return reduction
 
-def _plain(x): return x.as_subclass(Tensor) if isinstance(x, Tensor) and type(x) is not Tensor else x
 
 def check_logits_targets(logits:Tensor, # [..., C] raw scores
                          target:Tensor, # [...] integer class indices
@@ -425,9 +423,11 @@ def init_positions(n_classes:int, # number of classes C
     p = check_positions(torch.as_tensor(getattr(init, 'positions', init)).detach(), n_classes).float().cpu()
     return standardize(p)
 
-def _world_size():
-    d = torch.distributed
-    return d.get_world_size() if d.is_available() and d.is_initialized() else 1
+def dist_info() -> tuple[int, int]:
+    "`(rank, world_size)` of the initialised process group, `(0, 1)` without one (the one place the package asks)"
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 class DySWRMLoss(MarginCELoss):
     "DySWRM: SWRM whose class positions are a learnable vector, stepped by its own Adam from a gradient hook"
@@ -492,7 +492,7 @@ class DySWRMLoss(MarginCELoss):
             with torch.no_grad(): return self._step_positions(p)
         g = p.grad
         if g is None: return
-        ws = _world_size()
+        ws = dist_info()[1]
         if ws > 1:
             torch.distributed.all_reduce(g); g.div_(ws)
         found_inf = g.sum().isfinite().logical_not().to(g.dtype)  # a NaN or inf anywhere makes the sum non-finite
@@ -617,35 +617,6 @@ class LDAMLoss(MarginCELoss):
         super().__init__(len(m), weight=weight, target_margin=-m, scale=s, **kwargs)
         self._record(counts=counts, max_m=max_m, s=s, weight=weight)
 
-class NormedLinear(nn.Module):
-    "Cosine classifier: `normalize(x) @ normalize(W).T`, logits in [-1, 1]"
-    def __init__(self,
-                 in_features:int, # feature size
-                 out_features:int, # number of classes
-                ):
-        super().__init__()
-        store_attr()
-        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
-
-    def forward(self, x:Tensor) -> Tensor:
-        return F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
-
-    def extra_repr(self): return f"in_features={self.in_features}, out_features={self.out_features}"
-
-def cosine_head(model:nn.Module, # a model whose last `nn.Linear` is the classifier
-                copy_weights:bool=True, # start from the Linear's weight directions
-               ) -> nn.Module:
-    "Replace the last `nn.Linear` of `model` (in module order) by a `NormedLinear`, in place; returns `model`"
-    name = next((n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)), None)
-    if name is None: raise ValueError("cosine_head found no nn.Linear layer in the model")
-    old = model.get_submodule(name)
-    new = NormedLinear(old.in_features, old.out_features).to(device=old.weight.device, dtype=old.weight.dtype)
-    if copy_weights:
-        with torch.no_grad(): new.weight.copy_(old.weight)
-    parent, _, attr = name.rpartition('.')
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
-    return model
-
 # %% ../nbs/01_losses.ipynb #a54fe033
 def log_prior(counts) -> Tensor: # per-class training counts
     "`ln(n_c / sum n)`: the log of the training label prior"
@@ -729,48 +700,6 @@ class PairwiseWindowLoss(MarginCELoss):
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
 
 # %% ../nbs/01_losses.ipynb #2aedcbf6
-import numbers
-import numpy as np
-
-_SINGLE_LABEL = ("SWRM needs single-label classification (one integer class per sample, as fastai's CategoryBlock gives); "
-                 "multi-label data (MultiCategoryBlock) and regression data (float targets) are not supported")
-
-def class_index(y) -> int: # a training target
-    "`y` as one integer class index; a `ValueError` for multi-label, one-hot or float (regression) targets"
-    if isinstance(y, numbers.Integral) and not isinstance(y, bool): return int(y)
-    t = y if isinstance(y, Tensor) else torch.as_tensor(y) if isinstance(y, (np.ndarray, np.generic)) else None
-    if t is not None and t.numel() == 1 and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
-        return int(t)
-    got = (f"targets of shape {tuple(t.shape)} (one-hot or multi-label)" if t is not None and t.numel() != 1 else
-           f"{t.dtype} targets" if t is not None else f"{type(y).__name__} targets (e.g. {y!r})")
-    raise ValueError(f"{_SINGLE_LABEL}: this training set has {got}")
-
-def _train_targets(ds):
-    "Integer targets of a (fastai) training dataset, reading only the labels when it can"
-    tls = getattr(ds, 'tls', None)
-    if tls is not None:
-        tl = tls[getattr(ds, 'n_inp', 1)] if len(tls) > 1 else tls[-1]
-        ys = [tl[i] for i in range(len(tl))]
-    else: ys = [ds[i][-1] for i in range(len(ds))]
-    return torch.as_tensor([class_index(o) for o in ys], dtype=torch.long)
-
-def class_counts(dls, # fastai DataLoaders (or anything with `train_ds` and `vocab`)
-                 strict:bool=True, # raise if a class has no training sample
-                ) -> Tensor:
-    "LongTensor[C]: training samples per class, in vocab order"
-    vocab = getattr(dls, 'vocab', None)
-    names = list(vocab) if vocab is not None else None
-    cc = getattr(dls, 'class_counts', None)
-    if cc is not None: counts = torch.as_tensor(cc).long().clone()
-    else:
-        ys = _train_targets(dls.train_ds)
-        C = len(names) if names is not None else getattr(dls, 'c', None) or (int(ys.max()) + 1 if len(ys) else 0)
-        if len(ys) and (ys.min() < 0 or ys.max() >= C):
-            raise ValueError(f"training targets range from {int(ys.min())} to {int(ys.max())} but there are {C} classes")
-        counts = torch.bincount(ys, minlength=C)
-    if strict: check_counts(counts, len(names) if names is not None else None, names)
-    return counts
-
 @patch(cls_method=True)
 def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_counts` takes)
              **kwargs, # the other arguments of `DySWRMLoss`: window, beta, tau, lr, seed, ...
@@ -778,64 +707,6 @@ def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_count
     "A `DySWRMLoss` with the training counts (`class_counts`) and the class names (`dls.vocab`) of `dls`"
     vocab = getattr(dls, 'vocab', None)
     return cls(class_counts(dls), names=None if vocab is None else list(vocab), **kwargs)
-
-# %% ../nbs/01_losses.ipynb #f59ed8c9
-def sidecar_path(model_file) -> Path: # the model file written by `Learner.save`
-    "Sidecar file holding the package loss and similarity window next to `model_file`"
-    return Path(model_file).with_suffix('.swrm.pth')
-
-def _window_state(sw):
-    names = None if sw.names is None else [o if isinstance(o, (int, str)) else str(o) for o in sw.names]
-    return dict(counts=sw.counts.detach().cpu(), positions=sw.positions.detach().cpu(), window=int(sw.window),
-                beta=float(sw.beta), tau=float(sw.tau), normalize=bool(sw.normalize), names=names)
-
-def swrm_learner_state(learn:Learner) -> dict:
-    "The package loss and similarity window of `learn`, as a weights_only-safe dict (empty if it has neither)"
-    st = {}
-    if isinstance(learn.loss_func, MarginCELoss): st['loss'] = learn.loss_func.swrm_state()
-    sw = getattr(learn, 'similarity_window', None)
-    if sw is not None: st['similarity_window'] = _window_state(sw)
-    return st
-
-def restore_swrm_state(learn:Learner, # the learner to restore into
-                       st:dict, # from `swrm_learner_state`
-                       device=None, # where to put the tensors
-                      ):
-    "Put a saved package loss and similarity window back on `learn`"
-    if 'loss' in st:
-        lst, cur = st['loss'], learn.loss_func
-        if (type(cur).__name__ == lst['cls'] and isinstance(cur, MarginCELoss)
-                and {k: v.shape for k, v in cur.state_dict().items()} == {k: v.shape for k, v in lst['state'].items()}):
-            cur.load_state_dict(lst['state']); cur.reduction = lst['opts']['reduction']
-        else: learn.loss_func = MarginCELoss.from_swrm_state(lst)
-        if device is not None: learn.loss_func.to(device)
-    if 'similarity_window' in st:
-        sw = SimilarityWindow(**st['similarity_window'])
-        learn.similarity_window = sw.to(device) if device is not None else sw
-
-_fastai_save = getattr(Learner, '_fastai_save', Learner.save)
-_fastai_load = getattr(Learner, '_fastai_load', Learner.load)
-Learner._fastai_save, Learner._fastai_load = _fastai_save, _fastai_load
-
-@patch
-def save(self:Learner, file, **kwargs):
-    "Save model and optimiser state (fastai) plus the package loss and similarity window to a `.swrm.pth` sidecar"
-    res = _fastai_save(self, file, **kwargs)
-    if rank_distrib() or res is None: return res
-    side, st = sidecar_path(res), swrm_learner_state(self)
-    if st: torch.save(st, side)
-    elif side.exists(): side.unlink()
-    return res
-
-@patch
-def load(self:Learner, file, device=None, **kwargs):
-    "Load model and optimiser state (fastai), then the package loss and similarity window from the sidecar if any"
-    res = _fastai_load(self, file, device=device, **kwargs)
-    if device is None and hasattr(self.dls, 'device'): device = self.dls.device
-    if isinstance(device, int): device = torch.device('cuda', device)
-    side = sidecar_path(join_path_file(file, self.path/self.model_dir, ext='.pth'))
-    if side.exists(): restore_swrm_state(self, torch.load(side, map_location=device or 'cpu', weights_only=True), device)
-    return res
 
 # %% ../nbs/01_losses.ipynb #dba67033
 from .similarity import document_params

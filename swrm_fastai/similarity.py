@@ -19,6 +19,11 @@ __all__ = ['per_class_vector', 'align_counts', 'check_counts', 'check_positions'
            'window_figsize', 'text_problems', 'window_chance', 'lookalike_pairs', 'lookalike_share']
 
 # %% ../nbs/00_similarity.ipynb #093dd48f
+def _plain(x):
+    "`x` as a plain `torch.Tensor`: fastai's tensor subclasses unwrapped (they break some ops), arrays and sequences converted"
+    if isinstance(x, Tensor): return x if type(x) is Tensor else x.as_subclass(Tensor)
+    return torch.as_tensor(np.asarray(x))
+
 def per_class_vector(x, # one value per class
                      what:str, # what `x` is, for error messages
                      n_classes:int|None=None, # expected number of classes, if known
