@@ -9,7 +9,7 @@ GLYPH_FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-b
   fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-inconsolata
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync readme bench-speed slow-tests
+.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,13 @@ check-sync: venv
 	$(BIN)/nbdev-clean
 	@git diff --exit-code --stat -- nbs || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
 	$(BIN)/python scripts/make_readme.py --check
+
+# CI: nbdev's docs step (what `nbdev-preview`/`nbdev-docs` run before Quarto) must process every notebook.
+# It executes the exported cells, the import cells and `show_doc` cells of each notebook (so imports stay in cells of
+# their own) and writes the processed copies to _proc/ (git-ignored). Quarto itself is not needed for this step.
+docs-check: venv
+	$(BIN)/nbdev-proc-nbs --n-workers 0
+	@git diff --exit-code --stat -- nbs/nbdev.yml nbs/_quarto.yml || (echo "nbs/nbdev.yml or nbs/_quarto.yml changed: commit them"; exit 1)
 
 # README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which is not available offline).
 readme: venv

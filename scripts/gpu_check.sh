@@ -22,7 +22,8 @@ sys.path.insert(0, 'tests')
 from test_callback import write_images, make_learner, LossLog
 from fastai.vision.all import MixUp
 from swrm_fastai.callback import SimilarityWindowCallback, DeferredReweighting
-from swrm_fastai.losses import LDAMLoss, class_counts
+from swrm_fastai.losses import LDAMLoss
+from swrm_fastai.data import class_counts
 warnings.simplefilter('ignore')
 
 def where(name, module):

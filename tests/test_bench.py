@@ -31,7 +31,7 @@ def fmnist_dir(tmp_path_factory):
     return d
 
 def expected_counts(n_max, C, imb):
-    "SPEC.md's exponential profile, written out independently: floor(n_max * imb^(-c/(C-1)))"
+    "The exponential profile, written out independently: floor(n_max * imb^(-c/(C-1)))"
     return [math.floor(n_max * imb ** (-c / (C - 1))) for c in range(C)]
 
 def group_of(n): return 'many' if n > 100 else ('few' if n < 20 else 'medium')
@@ -82,7 +82,7 @@ def test_table_equals_csv(tiny_run):
             assert mean == round(r[f'{k}_mean'], 2) and std == round(r[f'{k}_std'], 2)
 
 def test_groups_from_per_class(tiny_run):
-    "Group scores equal the mean of per-class accuracies inside SPEC.md's groups; overall is correct/total"
+    "Group scores equal the mean of per-class accuracies inside the shot groups (many > 100, few < 20); overall is correct/total"
     pc, runs = pd.read_csv(tiny_run/'per_class.csv'), pd.read_csv(tiny_run/'runs.csv')
     counts = expected_counts(N_MAX, N_CLASSES, IMB)
     for (m, s), d in pc.groupby(['method', 'seed']):

@@ -15,6 +15,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.interpret import ClassificationInterpretation
 
 from swrm_fastai import losses as L
+from swrm_fastai import test_utils as tu
 from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.interpret import (tail_confusion_table, compare_confusions, shot_accuracy_table, plot_lt_confusion_matrix,
                                    plot_class_weights, TAIL_COLUMNS, learner_counts, similarity_window_of)
@@ -22,28 +23,15 @@ from swrm_fastai.interpret import (tail_confusion_table, compare_confusions, sho
 COUNTS = [300, 200, 150, 40, 12, 5]  # many, many, many, medium, few, few
 N_TEST = 30
 NAMES = [f'class{c}' for c in range(6)]
-CENTRES = torch.tensor([[0., 0.], [3., 0.], [0., 3.], [1.0, 0.6], [3.8, 0.6], [0.5, 4.0]])
 
 
 def blob_items(seed=0):
     "Long-tailed 2-D Gaussian blobs: (x, label, split) with COUNTS training and N_TEST test samples per class"
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for split, per in ((0, COUNTS), (1, [N_TEST] * len(COUNTS))):
-        for c, k in enumerate(per):
-            x = CENTRES[c] + 0.6 * torch.randn(k, 2, generator=g)
-            items += [(x[i], NAMES[c], split) for i in range(k)]
-    return items
+    return tu.blob_items(COUNTS, N_TEST, seed)
 
 
 def blobs_learner(loss_func=None, seed=0, epochs=6):
-    items = blob_items(seed)
-    valid = [i for i, o in enumerate(items) if o[2] == 1]
-    dsets = Datasets(items, [[ItemGetter(0)], [ItemGetter(1), Categorize()]], splits=IndexSplitter(valid)(items))
-    dls = dsets.dataloaders(bs=64, shuffle=True, seed=seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, len(COUNTS)))
-    learn = Learner(dls, model, loss_func=loss_func if loss_func is not None else CrossEntropyLossFlat(), lr=3e-2)
+    learn = tu.blobs_learner(COUNTS, N_TEST, seed, loss_func=loss_func)
     learn.remove_cb(ProgressCallback)
     with learn.no_logging(): learn.fit(epochs)
     return learn

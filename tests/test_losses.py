@@ -13,8 +13,11 @@ from fastai.callback.mixup import MixUp
 from fastai.callback.schedule import *  # Learner.lr_find
 from fastai.interpret import ClassificationInterpretation
 from swrm_fastai.similarity import SimilarityWindow
+from swrm_fastai.persist import sidecar_path
 from swrm_fastai.losses import (DySWRMLoss, SWRMLoss, SWRLoss, SWMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss, MarginCELoss, class_counts, cosine_head, sidecar_path, margin_ce)
+                                BalancedSoftmaxLoss, MarginCELoss, margin_ce)
+from swrm_fastai.data import class_counts
+from swrm_fastai.models import cosine_head
 
 COUNTS = [80, 40, 20, 10, 6, 4]
 NAMES = [f'c{i}' for i in range(len(COUNTS))]

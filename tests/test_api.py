@@ -1,0 +1,34 @@
+"The public API: `swrm_fastai.all` exports at most 60 names of its own, and none of them shadows a name of fastai"
+import warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+import fastai.vision.all as fv
+import swrm_fastai.all as A
+
+def test_all_is_small_and_resolves():
+    assert len(A.__all__) <= 60, len(A.__all__)
+    assert len(set(A.__all__)) == len(A.__all__)
+    for name in A.__all__: assert getattr(A, name).__module__.startswith('swrm_fastai.'), name
+
+def test_no_name_shadows_fastai():
+    clash = sorted(n for n in A.__all__ if n in dir(fv))
+    assert not clash, f"names of swrm_fastai.all that shadow fastai.vision.all: {clash}"
+
+def test_star_import_gives_exactly_all():
+    ns = {}
+    exec('from swrm_fastai.all import *', ns)
+    assert sorted(k for k in ns if not k.startswith('__')) == sorted(A.__all__)
+
+def test_no_module_shadows_fastai():
+    "Not even a module's own `__all__` reuses a fastai name (a star import of any module is safe)"
+    import swrm_fastai.similarity, swrm_fastai.losses, swrm_fastai.models, swrm_fastai.persist, swrm_fastai.data
+    import swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.bench
+    mods = [swrm_fastai.similarity, swrm_fastai.losses, swrm_fastai.models, swrm_fastai.persist, swrm_fastai.data,
+            swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.bench]
+    clash = {m.__name__: sorted(set(m.__all__) & set(dir(fv))) for m in mods}
+    assert not any(clash.values()), clash
+
+def test_patches_applied():
+    from fastai.learner import Learner
+    from fastai.interpret import ClassificationInterpretation
+    assert hasattr(Learner, 'fit_paper') and hasattr(Learner, '_fastai_save')
+    assert hasattr(ClassificationInterpretation, 'tail_confusions') and hasattr(A.DySWRMLoss, 'from_dls')
