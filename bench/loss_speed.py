@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from swrm_fastai.data import long_tail_counts
 from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.losses import (SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss)
+                                BalancedSoftmaxLoss, PairwiseWindowLoss)
 
 
 def make_losses(C, seed=0):
@@ -34,6 +34,8 @@ def make_losses(C, seed=0):
         'SWR': SWRLoss.from_window(sw),
         'SWM': SWMLoss.from_window(sw),
         'DySWRM': DySWRMLoss(counts, window=W),
+        'DySWRM (pull=1)': DySWRMLoss(counts, window=W, pull=1.),
+        'PairwiseWindow': PairwiseWindowLoss.from_window(sw),
         'ClassBalanced': ClassBalancedLoss(counts),
         'ClassBalanced focal': ClassBalancedLoss(counts, gamma=1.),
         'LDAM': LDAMLoss(counts),
