@@ -31,8 +31,8 @@ from . import data as lt_data
 
 # %% auto #0
 __all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK', 'BenchError',
-           'parse_methods', 'parse_sweep', 'make_model', 'input_channels', 'fit_method', 'bench_config', 'load_data',
-           'bench_jobs', 'run_bench', 'write_results', 'bench_parser', 'main']
+           'parse_methods', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data', 'run_bench',
+           'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
 MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18)
@@ -57,16 +57,17 @@ class BenchError(ValueError):
     "A bad command-line argument or missing data: reported as one line and exit code 2"
 
 # %% ../nbs/06_bench.ipynb #4746a8e7
-def _ce(counts, cfg): return CrossEntropyLossFlat(), [], None
-def _focal(counts, cfg): return FocalLossFlat(gamma=cfg['focal_gamma']), [], None
+def _one_stage(make):
+    "A method trained with one loss from the first epoch: `make(counts, cfg) -> loss`, no callback, the model's own head"
+    return lambda counts, cfg: (make(counts, cfg), [], None)
 
-def _cb(counts, cfg): return ClassBalancedLoss(counts, beta=cfg['cb_beta']), [], None
 def _ldam_drw(counts, cfg):
+    "LDAM on a cosine head, with deferred re-weighting from the switch epoch (Cao et al. 2019)"
     return LDAMLoss(counts), [DeferredReweighting(cfg['switch_epoch'], beta=cfg['cb_beta'], verbose=False)], 'cosine'
-def _la_method(counts, cfg): return _la(counts), [], None
-def _bs(counts, cfg): return BalancedSoftmaxLoss(counts), [], None
 
+# %% ../nbs/06_bench.ipynb #16776249
 def _window_method(variant, stage1=lambda counts: CrossEntropyLossFlat(), **loss_kwargs):
+    "A two-stage method of the SWRM family: `stage1` loss, then `SimilarityWindowCallback(loss=variant)` at the switch"
     def _inner(counts, cfg):
         kw = {k: cfg[v] for k, v in loss_kwargs.items()}
         cb = SimilarityWindowCallback(cfg['switch_epoch'], window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'],
@@ -79,7 +80,9 @@ def _random_window(counts, cfg):
     pos = torch.randperm(len(counts), generator=torch.Generator().manual_seed(10_000 + cfg['seed'])).float()
     return SimilarityWindow(counts, pos, cfg['window'], cfg['beta'], cfg['tau'], cfg['normalize'])
 
+# %% ../nbs/06_bench.ipynb #8edbb126
 def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
+    "A two-stage ablation: `stage1` loss, then at the switch `make_loss(window, cfg)` on `_random_window`"
     def _inner(counts, cfg):
         return stage1(counts), [LossSwitchCallback(cfg['switch_epoch'], make_loss(_random_window(counts, cfg), cfg), verbose=False)], None
     return _inner
@@ -87,28 +90,32 @@ def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
 _la = lambda counts: LogitAdjustedLoss(counts, tau=1.)
 _pairwise = lambda sw, cfg: PairwiseWindowLoss.from_window(sw, kappa=cfg['kappa'])
 
+# %% ../nbs/06_bench.ipynb #04726924
 def _dyswrm_loss(counts, cfg, pull=0.):
+    "A `DySWRMLoss` with the run's window, margin strength, temperature and seed"
     return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'],
                       normalize=cfg['normalize'], pull=pull)
+
 def _dyswrm(counts, cfg, pull=False):
+    "DySWRM as in the paper: cross-entropy, then `DySWRMLoss` from the switch (with `cfg['pull']` when `pull`)"
     lf = _dyswrm_loss(counts, cfg, cfg['pull'] if pull else 0.)
     return CrossEntropyLossFlat(), [LossSwitchCallback(cfg['switch_epoch'], lf, verbose=False)], None
-def _dyswrm_1stage(counts, cfg): return _dyswrm_loss(counts, cfg), [], None
 
+# %% ../nbs/06_bench.ipynb #5bfa5597
 METHODS = {
-    'ce':       ('CE', _ce),
-    'focal':    ('Focal', _focal),
-    'cb':       ('CB', _cb),
+    'ce':       ('CE', _one_stage(lambda counts, cfg: CrossEntropyLossFlat())),
+    'focal':    ('Focal', _one_stage(lambda counts, cfg: FocalLossFlat(gamma=cfg['focal_gamma']))),
+    'cb':       ('CB', _one_stage(lambda counts, cfg: ClassBalancedLoss(counts, beta=cfg['cb_beta']))),
     'ldam-drw': ('LDAM-DRW', _ldam_drw),
-    'la':       ('LA', _la_method),
-    'bs':       ('Balanced Softmax', _bs),
+    'la':       ('LA', _one_stage(lambda counts, cfg: _la(counts))),
+    'bs':       ('Balanced Softmax', _one_stage(lambda counts, cfg: BalancedSoftmaxLoss(counts))),
     'swr':      ('SWR', _window_method('swr')),
     'swm':      ('SWM', _window_method('swm')),
     'swrm':     ('SWRM', _window_method('swrm')),
     'dyswrm':   ('DySWRM', _dyswrm),
     'dyswrm-tsne': ('DySWRM (t-SNE start)', _window_method('dyswrm-tsne')),
     'dyswrm-pull': ('DySWRM (pull)', partial(_dyswrm, pull=True)),
-    'dyswrm-1stage': ('DySWRM (1 stage)', _dyswrm_1stage),
+    'dyswrm-1stage': ('DySWRM (1 stage)', _one_stage(_dyswrm_loss)),
     'swrm-random': ('SWRM (random window)', _random_method(lambda sw, cfg: SWRMLoss.from_window(sw))),
     'la-pw':    ('LA + pairwise', _window_method('pairwise', _la, kappa='kappa')),
     'la-pw-random': ('LA + pairwise (random window)', _random_method(_pairwise, _la)),
@@ -174,7 +181,7 @@ def make_model(name:str, # key of `MODELS`
         return MODELS[name](n_classes, in_ch=in_ch)
 
 # %% ../nbs/06_bench.ipynb #7c126290
-def input_channels(dls) -> int:
+def _input_channels(dls) -> int:
     "Channels of the training images (1 for Fashion-MNIST, 3 for CIFAR and ImageNet)"
     return dls.one_batch()[0].shape[1]
 
@@ -190,7 +197,7 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     cfg = {**BENCH_DEFAULTS, **(cfg or {})}
     n_epoch, counts = cfg['epochs'], class_counts(dls)
     cfg['switch_epoch'], cfg['seed'] = resolve_epoch(float(cfg['switch']), n_epoch), seed
-    model = make_model(cfg['model'], len(counts), in_ch or input_channels(dls), seed)
+    model = make_model(cfg['model'], len(counts), in_ch or _input_channels(dls), seed)
     set_seed(seed, reproducible=True)
     loss_func, cbs, head = METHODS[method][1](counts, cfg)
     if head == 'cosine': model = cosine_head(model)
@@ -278,8 +285,8 @@ def load_data(cfg:dict):
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as e:
         raise BenchError(f"cannot load {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
-# %% ../nbs/06_bench.ipynb #77181b2e
-def bench_jobs(cfg:dict) -> list:
+# %% ../nbs/06_bench.ipynb #2520587e
+def _bench_jobs(cfg:dict) -> list:
     "The (method, seed, overrides) triples of a run: methods x seeds, or swept values x methods x seeds"
     if not cfg['sweep']: return [(m, s, {}) for m in cfg['methods'] for s in cfg['seeds']]
     return [(m, s, {k: v}) for k, vals in cfg['sweep'].items() for v in vals for m in cfg['methods'] for s in cfg['seeds']]
@@ -289,6 +296,7 @@ def _similarity_window(learn):
     try: return similarity_window_of(learn)
     except ValueError: return None
 
+# %% ../nbs/06_bench.ipynb #77181b2e
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
              ) -> dict:
@@ -299,7 +307,7 @@ def run_bench(cfg:dict, # from `bench_config`
     for w in [cfg['window']] + cfg['sweep'].get('window', []):
         try: check_window(w, len(counts))
         except ValueError as e: raise BenchError(f"{cfg['dataset']}: {e}") from None
-    in_ch, jobs, groups = input_channels(dls), bench_jobs(cfg), getattr(dls, 'lookalikes', None)
+    in_ch, jobs, groups = _input_channels(dls), _bench_jobs(cfg), getattr(dls, 'lookalikes', None)
     mb = master_bar(jobs) if cfg['bar'] else None
     say = mb.write if mb is not None else partial(print, flush=True)
     rows, per_class, kept, log, start = [], [], {}, [], time.perf_counter()
@@ -390,6 +398,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--no-bar', dest='bar', action='store_false', default=None, help="no progress bars (default when stdout is not a terminal)")
     return p
 
+# %% ../nbs/06_bench.ipynb #5af9d52e
 def _seeds(spec):
     if spec is None: return None
     try: return [int(s) for x in spec for s in str(x).replace(',', ' ').split()]
