@@ -37,6 +37,7 @@ def _per_class_vector(x, # one value per class
     if not torch.isfinite(v).all(): raise ValueError(f"{what} contain a non-finite value (nan or inf)")
     return v
 
+# %% ../nbs/00_similarity.ipynb #114617df
 def _is_mapping(x):
     "A dict or a pandas Series (its index is the key): counts keyed by class"
     return isinstance(x, Mapping) or (callable(getattr(x, 'items', None)) and hasattr(x, 'index')
@@ -60,6 +61,7 @@ def _align_counts(counts, # counts in class order, or a dict / pandas Series key
                                  f"{unknown[:5]} (class names: {strs[:5]}{' ...' if len(strs) > 5 else ''})")
     return [keys.get(s, 0) for s in strs]
 
+# %% ../nbs/00_similarity.ipynb #67ed0b10
 def check_counts(counts, # per-class training counts (in class order, or a dict / pandas Series keyed by class name)
                  n_classes:int|None=None, # expected number of classes, if known
                  names=None, # class names in class order: used in error messages and to align a dict / Series
@@ -79,6 +81,7 @@ def check_positions(positions, # one position per class on a line
     "Validate 1-D finite positions and return them as a floating tensor"
     return _per_class_vector(positions, 'positions', n_classes)
 
+# %% ../nbs/00_similarity.ipynb #cdd89cb6
 def check_window(window:int, # window size W
                  n_classes:int, # number of classes C
                 ) -> int:
@@ -94,6 +97,7 @@ def check_beta_tau(beta:float, # margin strength, >= 0
     if not (math.isfinite(beta) and beta >= 0): raise ValueError(f"beta must be a finite number >= 0, got {beta}")
     if not (math.isfinite(tau) and tau > 0): raise ValueError(f"tau must be a finite number > 0, got {tau}")
 
+# %% ../nbs/00_similarity.ipynb #e6ed280c
 def _param_header(p):
     "`name : type, default value` of a signature parameter, numpydoc style"
     import inspect
