@@ -51,6 +51,7 @@ def _class_hits(
     if len(t) and (t.min() < 0 or t.max() >= n_classes): raise ValueError(f"targets must lie in 0..{n_classes - 1}, got {int(t.min())}..{int(t.max())}")
     return torch.bincount(t[p == t], minlength=n_classes), torch.bincount(t, minlength=n_classes)
 
+# %% ../nbs/03_metrics.ipynb #7d523c38
 def per_class_accuracy(
     preds, # Scores [N, C] or predicted labels [N]
     targs, # True labels [N]
@@ -66,6 +67,7 @@ def per_class_accuracy(
 
 def _ratio(correct, total): return torch.where(total > 0, correct.float() / total.clamp(min=1), torch.full_like(total, float('nan'), dtype=torch.float))
 
+# %% ../nbs/03_metrics.ipynb #4dde9708
 def _group_accuracy(
     acc, # Per-class accuracy (NaN where a class has no sample)
     idx, # Class indices of the group
