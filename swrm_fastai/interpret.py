@@ -331,6 +331,7 @@ def lt_confusion_matrix(self:ClassificationInterpretation):
     _, targs, dec = self.lt_preds()
     return confusion_from_preds(dec, targs, len(self.vocab))
 
+# %% ../nbs/05_interpret.ipynb #20d3ca34
 @patch
 def _lt_counts(self:ClassificationInterpretation, counts=None):
     return learner_counts(self.learn) if counts is None else counts
@@ -355,6 +356,7 @@ def tail_confusions(self:ClassificationInterpretation,
         compare = compare.lt_confusion_matrix()
     return compare_confusions(tab, compare, labels)
 
+# %% ../nbs/05_interpret.ipynb #c759e08b
 @patch
 def shot_accuracy(self:ClassificationInterpretation,
                   counts=None, # training counts (default: the learner's)
@@ -373,6 +375,7 @@ def plot_lt_confusion_matrix(self:ClassificationInterpretation,
     "Confusion matrix ordered by training frequency, normalised per true class; returns the Axes"
     return plot_lt_confusion_matrix(self.lt_confusion_matrix(), self._lt_counts(counts), self.vocab, **kwargs)
 
+# %% ../nbs/05_interpret.ipynb #5b17ecfb
 @patch
 def plot_class_weights(self:ClassificationInterpretation,
                        counts=None, # training counts (default: the learner's)
