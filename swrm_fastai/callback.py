@@ -76,6 +76,7 @@ def _amp_context(device, amp_dtype):
     if amp_dtype is None or device.type != 'cuda': return torch.autocast(device.type, enabled=False)
     return torch.autocast('cuda', dtype=amp_dtype)
 
+# %% ../nbs/04_callback.ipynb #d43e3738
 def _add_features(sums, counts, stored, y, n_classes):
     "Add hooked features `stored` (float64, flattened) of classes `y` to per-class `sums` and `counts`, created on first use"
     f = stored.as_subclass(Tensor).flatten(1).to(torch.float64)
@@ -120,6 +121,7 @@ def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is 
     if sums is None: raise ValueError("the training loader yielded no batch")
     return _all_reduce_sum(sums), _all_reduce_sum(counts)
 
+# %% ../nbs/04_callback.ipynb #5c71c502
 def _check_present(counts:Tensor, # per-class sample counts
                   names=None, # class names (e.g. `dls.vocab`)
                   what:str='training set', # where the counts come from, for the message
@@ -179,6 +181,7 @@ def resolve_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or frac
     if isinstance(start_epoch, numbers.Integral): return int(start_epoch)
     return math.floor(round(float(start_epoch) * n_epoch, 9) + 0.5)  # round(): 0.35 * 10 is 3.4999999999999996
 
+# %% ../nbs/04_callback.ipynb #1f653be8
 def _in_fine_tune_warmup(learn) -> bool:
     "Whether `learn` is running the frozen head warm-up of `Learner.fine_tune` (its first fit, with the body frozen)"
     code = getattr(getattr(type(learn), 'fine_tune', None), '__code__', None)
@@ -199,6 +202,7 @@ def reset_trackers(learn) -> list:
         done.append(type(cb).__name__)
     return done
 
+# %% ../nbs/04_callback.ipynb #58c49d6b
 class LossSwitchCallback(Callback):
     "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
     def __init__(self,
