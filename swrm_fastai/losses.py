@@ -61,6 +61,7 @@ def _check_logits_targets(logits:Tensor, # [..., C] raw scores
         raise ValueError(f"logits contain non-finite values (nan or inf) in {rows} of {target.numel()} samples; "
                          "the model diverged or its inputs are broken")
 
+# %% ../nbs/01_losses.ipynb #2bec1ac2
 def _check_class_vector(v, n_classes, what):
     if v is not None and tuple(v.shape) != (n_classes,):
         raise ValueError(f"{what} has {v.numel()} entries (shape {tuple(v.shape)}) but the logits have {n_classes} classes")
@@ -84,6 +85,7 @@ def _logit_margin_needed(margin:Tensor, # [C] margins added to the target logit
     "Whether some `scale * margin < -1`, so the margin must be added to the logits (else the closed form is exact)"
     return bool((margin.detach() * scale < -1).any())
 
+# %% ../nbs/01_losses.ipynb #4bd0ab82
 def _prod(*vs):
     "Product of the tensors in `vs` that are not None (None if all are)"
     out = None
@@ -93,6 +95,7 @@ def _prod(*vs):
 
 def _per_class_sum(n, y, v): return v.new_zeros(n).index_add_(0, y, v)
 
+# %% ../nbs/01_losses.ipynb #8c7c59b3
 def _target_margin(ce, m):
     "`(ce_m, d ce_m / d ce)`: the cross-entropy after adding `m` to the target logit, from the plain `ce`"
     x = ce - m
@@ -106,6 +109,7 @@ def _focal(ce, gamma):
     ce_over_a = torch.where(a > 0, ce / a, torch.ones_like(a))  # -> 1 as ce -> 0
     return fac * ce, fac * (1 + gamma * (1 - a) * ce_over_a)
 
+# %% ../nbs/01_losses.ipynb #05cdeb4f
 class _MarginCE(torch.autograd.Function):
     "`margin_ce` on [N, C] logits as one autograd node: a softmax forward, one multiply backward"
     @staticmethod
@@ -158,6 +162,7 @@ class _MarginCE(torch.autograd.Function):
         if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
         return gz if need_z else None, None, gw, gm, go, None, None, None, None
 
+# %% ../nbs/01_losses.ipynb #e6e06ddb
 def _rows(x):
     "Targets as [N] and logits as [N, C], without a reshape (an extra autograd node) when they already are"
     if x.ndim == (1 if not x.is_floating_point() else 2): return x
@@ -170,6 +175,7 @@ def _check_loss_finite(out, logits, target):
     raise ValueError(f"the loss is not finite although the logits are (largest |logit| "
                      f"{logits.detach().abs().max().item():.3g}): the model's outputs overflow, scale them down")
 
+# %% ../nbs/01_losses.ipynb #cb4c47f5
 def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
               weight:Tensor|None=None, # [C] per-class weight w_y of each sample
@@ -428,6 +434,7 @@ def dist_info() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
+# %% ../nbs/01_losses.ipynb #db394aaf
 class DySWRMLoss(MarginCELoss):
     "DySWRM: SWRM whose class positions are a learnable vector, stepped by its own Adam from a gradient hook"
     def __init__(self,
