@@ -4,17 +4,17 @@
 
 # %% ../nbs/06_bench.ipynb #e7729ef2
 from __future__ import annotations
-import argparse, json, math, platform, random, sys, time, warnings
+import argparse, json, math, random, sys, time, warnings
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import numpy as np, pandas as pd, torch, torch.nn as nn
 # fastai.layers calls torch.jit.script at import, which this torch deprecates: keep the CLI's stderr to real messages
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from fastcore.basics import store_attr, noop
 from fastcore.imports import IN_NOTEBOOK
 from fastai.learner import Learner
-from fastai.callback.core import Callback, CancelValidException
+from fastai.callback.core import Callback
 from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
@@ -25,18 +25,14 @@ from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head, _whole_epochs
-from .metrics import shot_accuracy_table, SHOT_GROUPS
-from .interpret import (confusion_from_preds, row_percent, similarity_window_of, tail_confusion_table, compare_confusions,
-                                   plot_lt_confusion_matrix, plot_class_weights)
+from .interpret import confusion_from_preds, similarity_window_of
+from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report
 from . import data as lt_data
 
 # %% auto #0
-__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'SCORES', 'QUICK',
-           'LOOKALIKE_COLS', 'BenchError', 'parse_methods', 'parse_sweep', 'make_model', 'input_channels', 'fit_method',
-           'run_scores', 'summarise', 'fmt_score', 'markdown_table', 'score_table', 'bench_config', 'load_data',
-           'bench_jobs', 'lookalike_row', 'run_bench', 'library_versions', 'switch_cost', 'write_tables',
-           'write_tail_confusions', 'lookalike_table', 'write_lookalikes', 'write_plots', 'write_results',
-           'bench_parser', 'main']
+__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK', 'BenchError',
+           'parse_methods', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data', 'run_bench',
+           'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
 MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18)
@@ -61,16 +57,17 @@ class BenchError(ValueError):
     "A bad command-line argument or missing data: reported as one line and exit code 2"
 
 # %% ../nbs/06_bench.ipynb #4746a8e7
-def _ce(counts, cfg): return CrossEntropyLossFlat(), [], None
-def _focal(counts, cfg): return FocalLossFlat(gamma=cfg['focal_gamma']), [], None
+def _one_stage(make):
+    "A method trained with one loss from the first epoch: `make(counts, cfg) -> loss`, no callback, the model's own head"
+    return lambda counts, cfg: (make(counts, cfg), [], None)
 
-def _cb(counts, cfg): return ClassBalancedLoss(counts, beta=cfg['cb_beta']), [], None
 def _ldam_drw(counts, cfg):
+    "LDAM on a cosine head, with deferred re-weighting from the switch epoch (Cao et al. 2019)"
     return LDAMLoss(counts), [DeferredReweighting(cfg['switch_epoch'], beta=cfg['cb_beta'], verbose=False)], 'cosine'
-def _la_method(counts, cfg): return _la(counts), [], None
-def _bs(counts, cfg): return BalancedSoftmaxLoss(counts), [], None
 
+# %% ../nbs/06_bench.ipynb #16776249
 def _window_method(variant, stage1=lambda counts: CrossEntropyLossFlat(), **loss_kwargs):
+    "A two-stage method of the SWRM family: `stage1` loss, then `SimilarityWindowCallback(loss=variant)` at the switch"
     def _inner(counts, cfg):
         kw = {k: cfg[v] for k, v in loss_kwargs.items()}
         cb = SimilarityWindowCallback(cfg['switch_epoch'], window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'],
@@ -83,7 +80,9 @@ def _random_window(counts, cfg):
     pos = torch.randperm(len(counts), generator=torch.Generator().manual_seed(10_000 + cfg['seed'])).float()
     return SimilarityWindow(counts, pos, cfg['window'], cfg['beta'], cfg['tau'], cfg['normalize'])
 
+# %% ../nbs/06_bench.ipynb #8edbb126
 def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
+    "A two-stage ablation: `stage1` loss, then at the switch `make_loss(window, cfg)` on `_random_window`"
     def _inner(counts, cfg):
         return stage1(counts), [LossSwitchCallback(cfg['switch_epoch'], make_loss(_random_window(counts, cfg), cfg), verbose=False)], None
     return _inner
@@ -91,28 +90,32 @@ def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
 _la = lambda counts: LogitAdjustedLoss(counts, tau=1.)
 _pairwise = lambda sw, cfg: PairwiseWindowLoss.from_window(sw, kappa=cfg['kappa'])
 
+# %% ../nbs/06_bench.ipynb #04726924
 def _dyswrm_loss(counts, cfg, pull=0.):
+    "A `DySWRMLoss` with the run's window, margin strength, temperature and seed"
     return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'],
                       normalize=cfg['normalize'], pull=pull)
+
 def _dyswrm(counts, cfg, pull=False):
+    "DySWRM as in the paper: cross-entropy, then `DySWRMLoss` from the switch (with `cfg['pull']` when `pull`)"
     lf = _dyswrm_loss(counts, cfg, cfg['pull'] if pull else 0.)
     return CrossEntropyLossFlat(), [LossSwitchCallback(cfg['switch_epoch'], lf, verbose=False)], None
-def _dyswrm_1stage(counts, cfg): return _dyswrm_loss(counts, cfg), [], None
 
+# %% ../nbs/06_bench.ipynb #5bfa5597
 METHODS = {
-    'ce':       ('CE', _ce),
-    'focal':    ('Focal', _focal),
-    'cb':       ('CB', _cb),
+    'ce':       ('CE', _one_stage(lambda counts, cfg: CrossEntropyLossFlat())),
+    'focal':    ('Focal', _one_stage(lambda counts, cfg: FocalLossFlat(gamma=cfg['focal_gamma']))),
+    'cb':       ('CB', _one_stage(lambda counts, cfg: ClassBalancedLoss(counts, beta=cfg['cb_beta']))),
     'ldam-drw': ('LDAM-DRW', _ldam_drw),
-    'la':       ('LA', _la_method),
-    'bs':       ('Balanced Softmax', _bs),
+    'la':       ('LA', _one_stage(lambda counts, cfg: _la(counts))),
+    'bs':       ('Balanced Softmax', _one_stage(lambda counts, cfg: BalancedSoftmaxLoss(counts))),
     'swr':      ('SWR', _window_method('swr')),
     'swm':      ('SWM', _window_method('swm')),
     'swrm':     ('SWRM', _window_method('swrm')),
     'dyswrm':   ('DySWRM', _dyswrm),
     'dyswrm-tsne': ('DySWRM (t-SNE start)', _window_method('dyswrm-tsne')),
     'dyswrm-pull': ('DySWRM (pull)', partial(_dyswrm, pull=True)),
-    'dyswrm-1stage': ('DySWRM (1 stage)', _dyswrm_1stage),
+    'dyswrm-1stage': ('DySWRM (1 stage)', _one_stage(_dyswrm_loss)),
     'swrm-random': ('SWRM (random window)', _random_method(lambda sw, cfg: SWRMLoss.from_window(sw))),
     'la-pw':    ('LA + pairwise', _window_method('pairwise', _la, kappa='kappa')),
     'la-pw-random': ('LA + pairwise (random window)', _random_method(_pairwise, _la)),
@@ -178,7 +181,7 @@ def make_model(name:str, # key of `MODELS`
         return MODELS[name](n_classes, in_ch=in_ch)
 
 # %% ../nbs/06_bench.ipynb #7c126290
-def input_channels(dls) -> int:
+def _input_channels(dls) -> int:
     "Channels of the training images (1 for Fashion-MNIST, 3 for CIFAR and ImageNet)"
     return dls.one_batch()[0].shape[1]
 
@@ -194,7 +197,7 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     cfg = {**BENCH_DEFAULTS, **(cfg or {})}
     n_epoch, counts = cfg['epochs'], class_counts(dls)
     cfg['switch_epoch'], cfg['seed'] = resolve_epoch(float(cfg['switch']), n_epoch), seed
-    model = make_model(cfg['model'], len(counts), in_ch or input_channels(dls), seed)
+    model = make_model(cfg['model'], len(counts), in_ch or _input_channels(dls), seed)
     set_seed(seed, reproducible=True)
     loss_func, cbs, head = METHODS[method][1](counts, cfg)
     if head == 'cosine': model = cosine_head(model)
@@ -216,53 +219,8 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
                 switch_time=None if sw is None else sw.switch_time, switch_timings=None if sw is None else dict(sw.timings),
                 messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
 
-# %% ../nbs/06_bench.ipynb #2ad9ac84
-SCORES = ('overall',) + SHOT_GROUPS
-
-def run_scores(preds, # [N, C] probabilities or logits on the test set
-               targs, # [N] true classes
-               counts, # training counts per class
-               names=None, # class names
-              ):
-    "`({'overall', 'many', 'medium', 'few'}: accuracy in %, per-class DataFrame with accuracy in %)`"
-    summary, per = shot_accuracy_table(preds, targs, counts, names)
-    return {s: float(summary[s]) * 100 for s in SCORES}, per.assign(accuracy=per.accuracy * 100)
-
 # %% ../nbs/06_bench.ipynb #6891eba8
-def summarise(runs:pd.DataFrame, # one row per (method, seed[, param, value]) with the columns of `SCORES`
-              by=('method',), # columns to group by
-             ) -> pd.DataFrame:
-    "Mean and std over seeds of each score: columns `<score>_mean`, `<score>_std`, and `n_seeds`"
-    by = list(by)
-    g = runs.groupby(by, sort=False)
-    out = pd.concat([g[list(SCORES)].mean().add_suffix('_mean'), g[list(SCORES)].std(ddof=1).add_suffix('_std')], axis=1)
-    out = out[[f'{s}_{k}' for s in SCORES for k in ('mean', 'std')]]
-    out['n_seeds'] = g.size()
-    return out.reset_index()
-
-def fmt_score(mean, std, digits=2) -> str:
-    "`'72.31 ± 0.52'`, `'72.31'` without a std, `'–'` for a missing group"
-    if mean is None or not np.isfinite(mean): return '–'
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and np.isfinite(std) else '')
-
-def markdown_table(df:pd.DataFrame) -> str:
-    "A GitHub markdown table of `df` (no index), cells as strings (a `|` in a cell escaped)"
-    cols = [str(c) for c in df.columns]
-    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '|'.join('---' for _ in cols) + '|']
-    lines += ['| ' + ' | '.join(str(v).replace('|', '\\|') for v in row) + ' |' for row in df.itertuples(index=False)]
-    return '\n'.join(lines) + '\n'
-
-def score_table(summary:pd.DataFrame, # output of `summarise`
-                label_cols=('method',), # columns kept as they are
-                digits:int=2, # decimals
-               ) -> pd.DataFrame:
-    "The mean ± std table of the paper's layout: one row per method, columns overall, many, medium, few"
-    t = summary[list(label_cols)].copy()
-    if 'method' in t: t['method'] = [METHODS[m][0] if m in METHODS else m for m in t['method']]
-    if 'value' in t: t['value'] = [f'{v:g}' for v in t['value']]
-    for s in SCORES: t[s] = [fmt_score(m, sd, digits) for m, sd in zip(summary[f'{s}_mean'], summary[f'{s}_std'])]
-    t['seeds'] = summary['n_seeds'].values
-    return t
+def _labels(): return {k: v[0] for k, v in METHODS.items()}
 
 # %% ../nbs/06_bench.ipynb #7821f11d
 QUICK = dict(methods=QUICK_METHODS, seeds=[0], epochs=10, n_max=2000)
@@ -310,31 +268,25 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     return cfg
 
 # %% ../nbs/06_bench.ipynb #fd52876b
+_ROOT_ARG = {'fashion-mnist-lt': 'path', 'glyphs-lt': 'font_dir', 'cifar10-lt': 'path', 'cifar100-lt': 'path'}
+
 def load_data(cfg:dict):
     "The long-tailed `DataLoaders` of `cfg['dataset']` from `swrm_fastai.data`; missing data -> `BenchError`"
-    data = lt_data
-    name, bs, seed = cfg['dataset'], cfg['bs'], cfg['data_seed']
+    name, bs, seed, build = cfg['dataset'], cfg['bs'], cfg['data_seed'], getattr(lt_data, cfg['builder'])
     try:
-        if name == 'fashion-mnist-lt':
-            kw = dict(imb_factor=cfg['imb'], path=cfg['data_root'], seed=seed, bs=bs)
+        if name in _ROOT_ARG:  # the builders that sample a long tail from a balanced data set
+            kw = dict(imb_factor=cfg['imb'], seed=seed, bs=bs, **{_ROOT_ARG[name]: cfg['data_root']})
+            if name.startswith('cifar'): kw['n_classes'] = cfg['n_classes']
             if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
-            return data.fashion_mnist_lt(**kw)
-        if name == 'glyphs-lt':
-            kw = dict(imb_factor=cfg['imb'], font_dir=cfg['data_root'], seed=seed, bs=bs)
-            if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
-            return data.glyphs_lt(**kw)
-        if name in ('cifar10-lt', 'cifar100-lt'):
-            kw = dict(n_classes=cfg['n_classes'], imb_factor=cfg['imb'], path=cfg['data_root'], seed=seed, bs=bs)
-            if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
-            return data.cifar_lt(**kw)
+            return build(**kw)
         _check(cfg['data_root'] is not None, f"{name} needs --data-root (the image folder) and --split-dir (the split files)")
-        return getattr(data, cfg['builder'])(cfg['data_root'], cfg['split_dir'], bs=bs)
+        return build(cfg['data_root'], cfg['split_dir'], bs=bs)
     except BenchError: raise
     except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as e:
         raise BenchError(f"cannot load {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
-# %% ../nbs/06_bench.ipynb #77181b2e
-def bench_jobs(cfg:dict) -> list:
+# %% ../nbs/06_bench.ipynb #2520587e
+def _bench_jobs(cfg:dict) -> list:
     "The (method, seed, overrides) triples of a run: methods x seeds, or swept values x methods x seeds"
     if not cfg['sweep']: return [(m, s, {}) for m in cfg['methods'] for s in cfg['seeds']]
     return [(m, s, {k: v}) for k, vals in cfg['sweep'].items() for v in vals for m in cfg['methods'] for s in cfg['seeds']]
@@ -344,17 +296,7 @@ def _similarity_window(learn):
     try: return similarity_window_of(learn)
     except ValueError: return None
 
-LOOKALIKE_COLS = ('lookalike_pairs_shared', 'lookalike_pairs', 'lookalike_share', 'lookalike_chance')
-
-def lookalike_row(sw, # the run's `SimilarityWindow`, or None
-                  groups, # the data's look-alike groups (`dls.lookalikes`), or None
-                  names, # class names, index order
-                 ) -> dict:
-    "The look-alike columns of a run (`LOOKALIKE_COLS`, shares as fractions): NaN without a window or without groups"
-    if sw is None or not groups: return {k: float('nan') for k in LOOKALIKE_COLS}
-    d = lookalike_share(sw, groups, names)
-    return dict(zip(LOOKALIKE_COLS, (d['shared'], d['pairs'], d['share'], d['chance'])))
-
+# %% ../nbs/06_bench.ipynb #77181b2e
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
              ) -> dict:
@@ -365,7 +307,7 @@ def run_bench(cfg:dict, # from `bench_config`
     for w in [cfg['window']] + cfg['sweep'].get('window', []):
         try: check_window(w, len(counts))
         except ValueError as e: raise BenchError(f"{cfg['dataset']}: {e}") from None
-    in_ch, jobs, groups = input_channels(dls), bench_jobs(cfg), getattr(dls, 'lookalikes', None)
+    in_ch, jobs, groups = _input_channels(dls), _bench_jobs(cfg), getattr(dls, 'lookalikes', None)
     mb = master_bar(jobs) if cfg['bar'] else None
     say = mb.write if mb is not None else partial(print, flush=True)
     rows, per_class, kept, log, start = [], [], {}, [], time.perf_counter()
@@ -397,156 +339,23 @@ def run_bench(cfg:dict, # from `bench_config`
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=per_class, kept=kept, counts=counts, names=names,
                 lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
 
-# %% ../nbs/06_bench.ipynb #9f024971
-def library_versions() -> dict:
-    "Versions of Python and of the libraries a result depends on"
-    import importlib.metadata as md
-    out = dict(python=platform.python_version(), platform=platform.platform())
-    for p in ('swrm_fastai', 'torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'openTSNE', 'numpy', 'pandas'):
-        try: out[p] = md.version(p)
-        except md.PackageNotFoundError: out[p] = None
-    out.update(torch_threads=torch.get_num_threads(), cpu_count=__import__('os').cpu_count(),
-               cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    return out
-
-def switch_cost(runs:pd.DataFrame) -> dict|None:
-    "Mean SWRM-family switch time (prototype pass + 1-D embedding + loss swap) against the mean training epoch of the same runs"
-    r = runs.dropna(subset=['prototypes_time_s'])
-    if not len(r): return None
-    sw, ep = float(r.switch_time_s.mean()), float(r.epoch_time_s.mean())
-    return dict(switch_time_s=sw, prototypes_time_s=float(r.prototypes_time_s.mean()),
-                embedding_time_s=float(r.embedding_time_s.mean()), epoch_time_s=ep, epochs=sw / ep, n_runs=len(r))
-
-def _save(ax, fname):
-    import matplotlib.pyplot as plt
-    fig = ax.figure if hasattr(ax, 'figure') else ax
-    fig.savefig(fname, dpi=110, bbox_inches='tight'); plt.close(fig)
-
-def _pair(kept):
-    "The methods of the Table-1 comparison: CE (else the first method) against SWRM (else another SWRM-family method)"
-    base = 'ce' if 'ce' in kept else next(iter(kept))
-    other = next((m for m in ('swrm', 'dyswrm', 'swr', 'swm') if m in kept and m != base), None)
-    return base, other
-
 # %% ../nbs/06_bench.ipynb #cc3d99b4
-def write_tables(res:dict, out:Path) -> str:
-    "results.csv, runs.csv, table.md, per-class accuracies; returns the markdown table"
-    cfg, runs = res['cfg'], res['runs']
-    by = ['param', 'value', 'method'] if cfg['sweep'] else ['method']
-    summary = summarise(runs, by)
-    summary.to_csv(out/'results.csv', index=False)
-    runs.to_csv(out/'runs.csv', index=False)
-    res['per_class'].to_csv(out/'per_class.csv', index=False)
-    if not cfg['sweep']:
-        wide = res['per_class'].pivot_table(index=['class', 'name', 'group', 'train_count'], columns='method',
-                                            values='accuracy', sort=False)
-        wide[[m for m in cfg['methods']]].reset_index().to_csv(out/'per_class_mean.csv', index=False)
-    table = markdown_table(score_table(summary, by))
-    head = (f"# {cfg['dataset']}: top-1 accuracy (%) on the balanced test set, mean ± std over seeds {cfg['seeds']}\n\n"
-            f"imbalance {cfg['imb']:g}, n_max {cfg['n_max'] or 'default'}, {cfg['epochs']} epochs, model {cfg['model']}, "
-            f"W={cfg['window']}, beta={cfg['beta']:g}, switch at epoch {resolve_epoch(float(cfg['switch']), cfg['epochs'])}\n\n")
-    (out/'table.md').write_text(head + table)
-    return table
-
-def write_tail_confusions(res:dict, out:Path):
-    "Table 1 of the paper on this data: CE's tail-to-head confusions, with SWRM's percentages and the change"
-    kept = res['kept']
-    if not kept: return None
-    base, other = _pair(kept)
-    t = tail_confusion_table(kept[base]['cm'], res['counts'], res['names'], top=20)
-    if other is not None: t = compare_confusions(t, kept[other]['cm'], labels=(METHODS[base][0], METHODS[other][0]))
-    t.to_csv(out/'tail_confusions.csv', index=False)
-    every = t[[c for c in t.columns if not c.startswith('pct') and c != 'change']].copy()
-    for m, k in kept.items(): every[f'pct_{METHODS[m][0]}'] = row_percent(k['cm'])[every.true_idx.to_numpy(np.int64), every.pred_idx.to_numpy(np.int64)]
-    every.to_csv(out/'tail_confusions_all.csv', index=False)
-    (out/'tail_confusions_all.md').write_text(markdown_table(every.drop(columns=['true_idx', 'pred_idx']).round(1)))
-    fmt = t.copy()
-    for c in fmt.columns:
-        if c.startswith('pct') or c == 'change': fmt[c] = [f'{v:+.1f}' if c == 'change' else f'{v:.1f}' for v in fmt[c]]
-    (out/'tail_confusions.md').write_text(markdown_table(fmt.drop(columns=['true_idx', 'pred_idx'])))
-    return t
-
-def lookalike_table(runs:pd.DataFrame, # one row per run, with the `LOOKALIKE_COLS`
-                    by=('method',), # columns to group by
-                   ) -> pd.DataFrame|None:
-    "Mean and std over seeds of the look-alike diagnostic per method (and swept value); None when no run has it"
-    if 'lookalike_share' not in runs: return None
-    r = runs.dropna(subset=['lookalike_share'])
-    if not len(r): return None
-    return r.groupby(list(by), sort=False).agg(
-        shared_mean=('lookalike_pairs_shared', 'mean'), shared_std=('lookalike_pairs_shared', 'std'),
-        pairs=('lookalike_pairs', 'first'), share_mean=('lookalike_share', 'mean'), share_std=('lookalike_share', 'std'),
-        chance=('lookalike_chance', 'first'), n_seeds=('seed', 'size')).reset_index()
-
-def write_lookalikes(res:dict, out:Path) -> str|None:
-    "lookalike.md: the known look-alike pairs sharing a similarity window, mean ± std over seeds, against chance"
-    cfg = res['cfg']
-    by = ['param', 'value', 'method'] if cfg['sweep'] else ['method']
-    t = lookalike_table(res['runs'], by)
-    if t is None: return None
-    fmt = t[by].copy()
-    fmt['method'] = [METHODS[m][0] if m in METHODS else m for m in fmt['method']]
-    if 'value' in fmt: fmt['value'] = [f'{v:g}' for v in fmt['value']]
-    fmt['pairs sharing a window'] = [f"{fmt_score(m, s)} of {int(n)}" for m, s, n in zip(t.shared_mean, t.shared_std, t.pairs)]
-    fmt['share (%)'] = [fmt_score(100 * m, 100 * s) for m, s in zip(t.share_mean, t.share_std)]
-    fmt['chance (%)'] = [f'{100 * c:.2f}' for c in t.chance]
-    fmt['seeds'] = t.n_seeds.values
-    table = markdown_table(fmt)
-    groups = ' · '.join(' '.join(map(str, g)) for g in res.get('lookalikes') or [])
-    (out/'lookalike.md').write_text(
-        f"# {cfg['dataset']}: known look-alike pairs that share a similarity window\n\n"
-        f"Look-alike groups of the data set: {groups}. A pair shares a window when the window of some class holds both; "
-        f"chance is the expected share on a uniformly random line with the same C and W, (W-1)(2C-W)/(C(C-1)). "
-        f"Mean ± std over seeds {cfg['seeds']}, for the line each run ends with.\n\n" + table)
-    return table
-
-def write_plots(res:dict, out:Path) -> list:
-    "Frequency-ordered confusion matrices, SWR vs class-balanced weights, the similarity window, sweep curves"
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
-    cfg, files = res['cfg'], []
-    for m, k in res['kept'].items():
-        _save(plot_lt_confusion_matrix(k['cm'], res['counts'], res['names'], title=f'{METHODS[m][0]}: confusion matrix'),
-              out/f'confusion_{m}.png'); files.append(f'confusion_{m}.png')
-    wm = next((m for m in ('swrm', 'swr', 'swm', 'dyswrm') if res['kept'].get(m, {}).get('window') is not None), None)
-    if wm is not None:
-        sw = res['kept'][wm]['window']
-        _save(plot_class_weights(None, sw, beta_cb=cfg['cb_beta'], names=res['names']), out/'class_weights.png')
-        _save(sw.plot(names=res['names']), out/'similarity_window.png')
-        files += ['class_weights.png', 'similarity_window.png']
-    for p in cfg['sweep']:
-        s = summarise(res['runs'][res['runs'].param == p], ['value', 'method'])
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in cfg['methods']:
-            d = s[s.method == m]
-            for g, mk in zip(SCORES, 'osd^'):
-                ax.errorbar(d.value, d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2,
-                            label=g if len(cfg['methods']) == 1 else f'{METHODS[m][0]} {g}')
-        vals = sorted(set(s.value)); ax.set_xticks(vals); ax.set_xticklabels([f'{v:g}' for v in vals])
-        ax.set_xlabel({'window': 'window size W', 'beta': 'beta'}.get(p, p)); ax.set_ylabel('top-1 accuracy (%)')
-        ax.set_title(f"{cfg['dataset']}: effect of {p}"); ax.legend(fontsize=8); ax.grid(alpha=.3)
-        _save(ax, out/f'sweep_{p}.png'); files.append(f'sweep_{p}.png')
-    return files
-
 def write_results(res:dict, # from `run_bench`
                   out=None, # folder (default `cfg['out']`)
                  ) -> dict:
     "Write the results folder; returns the markdown table, the switch cost and the folder"
     cfg = res['cfg']
-    out = Path(out or cfg['out']); out.mkdir(parents=True, exist_ok=True)
-    table = write_tables(res, out)
+    out = Path(out or cfg['out'])
+    rep = write_report(res, out, labels=_labels())
     (out/'log.txt').write_text('\n'.join(res['log']) + '\n')
-    tail = None if cfg['sweep'] else write_tail_confusions(res, out)
-    look = write_lookalikes(res, out)
-    plots = write_plots(res, out)
     cost = switch_cost(res['runs'])
     conf = {k: v for k, v in cfg.items() if k != 'out'}
     conf.update(out=str(out), command='swrm-bench ' + ' '.join(cfg.get('argv') or []), counts=res['counts'].tolist(),
                 names=res['names'], n_train=int(res['counts'].sum()), lookalikes=res.get('lookalikes'), total_time_s=res['total_time_s'],
                 mean_epoch_time_s=float(res['runs'].epoch_time_s.mean()), switch_cost=cost, versions=library_versions(),
-                plots=plots, finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+                plots=rep['plots'], finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     (out/'config.json').write_text(json.dumps(conf, indent=1, default=str))
-    return dict(table=table, tail=tail, lookalike=look, switch_cost=cost, out=out)
+    return dict(table=rep['table'], tail=rep['tail'], lookalike=rep['lookalike'], switch_cost=cost, out=out)
 
 # %% ../nbs/06_bench.ipynb #7c1e34cf
 class _Parser(argparse.ArgumentParser):
@@ -589,6 +398,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--no-bar', dest='bar', action='store_false', default=None, help="no progress bars (default when stdout is not a terminal)")
     return p
 
+# %% ../nbs/06_bench.ipynb #5af9d52e
 def _seeds(spec):
     if spec is None: return None
     try: return [int(s) for x in spec for s in str(x).replace(',', ' ').split()]

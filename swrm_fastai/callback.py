@@ -25,13 +25,11 @@ from .similarity import SimilarityWindow, embed_1d
 from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights
 
 # %% auto #0
-__all__ = ['unwrap_model', 'feature_layer', 'all_reduce_sum', 'broadcast_from_rank0', 'feature_sums', 'check_present',
-           'class_prototypes', 'SkipValidation', 'EpochTimer', 'check_start_epoch', 'resolve_epoch',
-           'in_fine_tune_warmup', 'reset_trackers', 'LossSwitchCallback', 'SimilarityWindowCallback',
-           'DeferredReweighting']
+__all__ = ['feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'resolve_epoch', 'reset_trackers',
+           'LossSwitchCallback', 'SimilarityWindowCallback', 'DeferredReweighting']
 
 # %% ../nbs/04_callback.ipynb #99851d80
-def unwrap_model(model:nn.Module) -> nn.Module:
+def _unwrap_model(model:nn.Module) -> nn.Module:
     "The model inside a `DistributedDataParallel`/`DataParallel` wrapper (or `model` itself)"
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
     return model
@@ -42,7 +40,7 @@ def feature_layer(model:nn.Module, # the model (possibly wrapped for DDP)
                   layer:nn.Module|str|None=None, # a module or its dotted name in `model`; default: the final linear layer
                  ) -> nn.Module:
     "The module whose input is the penultimate feature: `layer` if given, else the model's final linear layer"
-    net = unwrap_model(model)
+    net = _unwrap_model(model)
     if isinstance(layer, str):
         try: return net.get_submodule(layer)
         except AttributeError: raise ValueError(f"model has no submodule named {layer!r}") from None
@@ -55,12 +53,12 @@ def feature_layer(model:nn.Module, # the model (possibly wrapped for DDP)
     return lins[-1]
 
 # %% ../nbs/04_callback.ipynb #b5ec374d
-def all_reduce_sum(t:Tensor) -> Tensor:
+def _all_reduce_sum(t:Tensor) -> Tensor:
     "Sum `t` over all ranks in place (a no-op in a single process)"
     if dist_info()[1] > 1: torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
     return t
 
-def broadcast_from_rank0(t:Tensor) -> Tensor:
+def _broadcast_from_rank0(t:Tensor) -> Tensor:
     "Rank 0's `t` on every rank, in place (a no-op in a single process)"
     if dist_info()[1] > 1: torch.distributed.broadcast(t, src=0)
     return t
@@ -78,6 +76,7 @@ def _amp_context(device, amp_dtype):
     if amp_dtype is None or device.type != 'cuda': return torch.autocast(device.type, enabled=False)
     return torch.autocast('cuda', dtype=amp_dtype)
 
+# %% ../nbs/04_callback.ipynb #d43e3738
 def _add_features(sums, counts, stored, y, n_classes):
     "Add hooked features `stored` (float64, flattened) of classes `y` to per-class `sums` and `counts`, created on first use"
     f = stored.as_subclass(Tensor).flatten(1).to(torch.float64)
@@ -94,7 +93,7 @@ def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is 
                  amp_dtype:torch.dtype|None=None, # run under CUDA autocast with this dtype (e.g. under `to_fp16`)
                 ) -> tuple[Tensor, Tensor]:
     "Per-class sums (float64, `[C, D]`) and counts (`[C]`) of the feature-layer input over `dl`, all-reduced over ranks"
-    net = unwrap_model(model); lyr = feature_layer(net, layer)
+    net = _unwrap_model(model); lyr = feature_layer(net, layer)
     device = next(net.parameters()).device
     rank, world = dist_info()
     dl, skip = _shard(dl, rank, world)
@@ -120,9 +119,10 @@ def feature_sums(model:nn.Module, # the model (possibly wrapped for DDP); it is 
         torch.distributed.all_reduce(d, op=torch.distributed.ReduceOp.MAX)
         if sums is None: sums = torch.zeros(n_classes, int(d.item()), dtype=torch.float64, device=device)
     if sums is None: raise ValueError("the training loader yielded no batch")
-    return all_reduce_sum(sums), all_reduce_sum(counts)
+    return _all_reduce_sum(sums), _all_reduce_sum(counts)
 
-def check_present(counts:Tensor, # per-class sample counts
+# %% ../nbs/04_callback.ipynb #5c71c502
+def _check_present(counts:Tensor, # per-class sample counts
                   names=None, # class names (e.g. `dls.vocab`)
                   what:str='training set', # where the counts come from, for the message
                  ):
@@ -142,7 +142,7 @@ def class_prototypes(model:nn.Module, # the model (possibly wrapped for DDP)
                     ) -> tuple[Tensor, Tensor]:
     "Class prototypes `[C, D]` (mean penultimate feature per class, float32) and the per-class counts"
     sums, counts = feature_sums(model, dl, n_classes, layer, **kwargs)
-    check_present(counts, names)
+    _check_present(counts, names)
     return (sums / counts[:, None]).float(), counts
 
 # %% ../nbs/04_callback.ipynb #760a190f
@@ -160,7 +160,7 @@ class EpochTimer(Callback):
     def after_train(self): self.times.append(time.perf_counter() - self._start)
 
 # %% ../nbs/04_callback.ipynb #3dbcfbae
-def check_start_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
+def _check_start_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
                      ):
     "Refuse a `start_epoch` that is neither an epoch index nor a fraction of the fit (numpy numbers are fine)"
     if isinstance(start_epoch, (bool, np.bool_)) or not isinstance(start_epoch, numbers.Real):
@@ -177,11 +177,12 @@ def resolve_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or frac
                   n_epoch:int, # number of epochs of the fit
                  ) -> int:
     "The epoch index at which stage 2 starts: an integer as it is, a fraction of `n_epoch` rounded half up"
-    check_start_epoch(start_epoch)
+    _check_start_epoch(start_epoch)
     if isinstance(start_epoch, numbers.Integral): return int(start_epoch)
     return math.floor(round(float(start_epoch) * n_epoch, 9) + 0.5)  # round(): 0.35 * 10 is 3.4999999999999996
 
-def in_fine_tune_warmup(learn) -> bool:
+# %% ../nbs/04_callback.ipynb #1f653be8
+def _in_fine_tune_warmup(learn) -> bool:
     "Whether `learn` is running the frozen head warm-up of `Learner.fine_tune` (its first fit, with the body frozen)"
     code = getattr(getattr(type(learn), 'fine_tune', None), '__code__', None)
     if code is None or getattr(getattr(learn, 'opt', None), 'frozen_idx', 0) == 0: return False
@@ -201,6 +202,7 @@ def reset_trackers(learn) -> list:
         done.append(type(cb).__name__)
     return done
 
+# %% ../nbs/04_callback.ipynb #58c49d6b
 class LossSwitchCallback(Callback):
     "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
     def __init__(self,
@@ -209,7 +211,7 @@ class LossSwitchCallback(Callback):
                  verbose:bool=True, # print what the switch did and how long it took (rank 0 only)
                  reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
-        check_start_epoch(start_epoch)
+        _check_start_epoch(start_epoch)
         if loss is None and type(self).make_loss is LossSwitchCallback.make_loss:
             raise ValueError("LossSwitchCallback needs `loss=`: the loss to switch to at `start_epoch`")
         store_attr()
@@ -261,7 +263,7 @@ class LossSwitchCallback(Callback):
             return
         self._data_counts, self.switch_epoch = None, None
         self.check_setup()
-        if in_fine_tune_warmup(self.learn):
+        if _in_fine_tune_warmup(self.learn):
             self.log(f"{type(self).__name__}: `fine_tune`'s frozen warm-up: no switch; start_epoch={self.start_epoch!r} counts "
                      "the epochs of the unfrozen fit that follows")
             return
@@ -377,7 +379,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         counts = self.data_counts()
         C = len(self.names) if self.names is not None else getattr(lyr, 'out_features', None) or len(counts)
         if len(counts) > C: raise ValueError(f"a training target is outside 0..{C - 1}: the data has more classes than the model")
-        check_present(torch.cat([counts, counts.new_zeros(C - len(counts))]), self.names)
+        _check_present(torch.cat([counts, counts.new_zeros(C - len(counts))]), self.names)
         check_window(self.window, C)
         if self.uses_model and C < 4: raise ValueError(f"the 1-D embedding needs at least 4 classes, got {C}")
         self._trial_loss(counts)
@@ -415,9 +417,9 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def after_cancel_fit(self): self._remove_hook()
 
     def _epoch_prototypes(self):
-        sums, counts = all_reduce_sum(self._sums), all_reduce_sum(self._counts)
+        sums, counts = _all_reduce_sum(self._sums), _all_reduce_sum(self._counts)
         self._sums = self._counts = None
-        check_present(counts, self.names, 'last stage-1 epoch')
+        _check_present(counts, self.names, 'last stage-1 epoch')
         return (sums / counts[:, None]).float(), self.data_counts()
 
     # -- the switch
@@ -446,7 +448,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         t1 = time.perf_counter()
         positions = embed_1d(protos, seed=self.seed, perplexity=self.perplexity) if dist_info()[0] == 0 else \
                     torch.empty(len(protos), dtype=protos.dtype, device=protos.device)
-        positions = broadcast_from_rank0(positions)
+        positions = _broadcast_from_rank0(positions)
         t2 = time.perf_counter()
         sw = SimilarityWindow(counts.to(protos.dtype), positions, self.window, self.beta, self.tau, self.normalize,
                               names=None if self.names is None else [str(o) for o in self.names])
@@ -493,7 +495,7 @@ class DeferredReweighting(LossSwitchCallback):
         if not (hasattr(lf, 'reweighted') or isinstance(lf, (CrossEntropyLossFlat, nn.CrossEntropyLoss)) or lf is F.cross_entropy):
             raise ValueError(f"DeferredReweighting cannot re-weight a {type(lf).__name__}: use a package loss "
                              "(it has `reweighted`) or cross-entropy")
-        check_present(counts, self.names)
+        _check_present(counts, self.names)
 
     def make_loss(self):
         lf, counts = self.learn.loss_func, self.data_counts()

@@ -18,12 +18,12 @@ from .data import class_counts
 from .similarity import _plain
 
 # %% auto #0
-__all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'check_confusion', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels',
-           'frequency_order', 'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
+__all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
+           'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
            'plot_class_weights', 'learner_counts', 'similarity_window_of']
 
 # %% ../nbs/05_interpret.ipynb #5bda54a5
-def check_confusion(cm, # confusion matrix, `cm[true, predicted]`
+def _check_confusion(cm, # confusion matrix, `cm[true, predicted]`
                     n_classes:int|None=None, # expected number of classes, if known
                    ) -> np.ndarray:
     "Validate a confusion matrix (square, finite, no negative entry) and return it as a float numpy array"
@@ -62,7 +62,7 @@ def confusion_from_preds(preds, # predicted classes [N], or scores/probabilities
 def row_percent(cm, # confusion matrix, `cm[true, predicted]`
                ) -> np.ndarray:
     "`100 * cm[t, p] / sum_p cm[t, p]`: percentage of each true class's samples predicted as each class (NaN for a class without samples)"
-    a = check_confusion(cm)
+    a = _check_confusion(cm)
     tot = a.sum(1, keepdims=True)
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(tot > 0, 100 * a / tot, np.nan)
 
@@ -113,7 +113,7 @@ def tail_confusion_table(cm, # confusion matrix on the test set, `cm[true, predi
                          few:int=20, # few-shot classes have fewer than `few` training samples
                         ) -> pd.DataFrame:
     "Tail classes mispredicted as head classes, as in the paper's Table 1, sorted by percentage"
-    a = check_confusion(cm)
+    a = _check_confusion(cm)
     C = len(a)
     names = class_names(names, C)
     n = check_counts(counts, C, names).cpu().numpy()
@@ -218,7 +218,7 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
                             ):
     "Confusion matrix with classes ordered by training frequency (head first), normalised per true class (Figure 6)"
     import matplotlib.pyplot as plt
-    a = check_confusion(cm)
+    a = _check_confusion(cm)
     C = len(a)
     names = class_names(names, C)
     n = check_counts(counts, C, names).cpu().numpy()
@@ -331,6 +331,7 @@ def lt_confusion_matrix(self:ClassificationInterpretation):
     _, targs, dec = self.lt_preds()
     return confusion_from_preds(dec, targs, len(self.vocab))
 
+# %% ../nbs/05_interpret.ipynb #20d3ca34
 @patch
 def _lt_counts(self:ClassificationInterpretation, counts=None):
     return learner_counts(self.learn) if counts is None else counts
@@ -355,6 +356,7 @@ def tail_confusions(self:ClassificationInterpretation,
         compare = compare.lt_confusion_matrix()
     return compare_confusions(tab, compare, labels)
 
+# %% ../nbs/05_interpret.ipynb #c759e08b
 @patch
 def shot_accuracy(self:ClassificationInterpretation,
                   counts=None, # training counts (default: the learner's)
@@ -373,6 +375,7 @@ def plot_lt_confusion_matrix(self:ClassificationInterpretation,
     "Confusion matrix ordered by training frequency, normalised per true class; returns the Axes"
     return plot_lt_confusion_matrix(self.lt_confusion_matrix(), self._lt_counts(counts), self.vocab, **kwargs)
 
+# %% ../nbs/05_interpret.ipynb #5b17ecfb
 @patch
 def plot_class_weights(self:ClassificationInterpretation,
                        counts=None, # training counts (default: the learner's)

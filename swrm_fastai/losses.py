@@ -17,22 +17,21 @@ from .similarity import (check_counts, check_positions, check_window, check_beta
 from .data import class_counts
 
 # %% auto #0
-__all__ = ['check_reduction', 'check_logits_targets', 'logit_margin_needed', 'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss',
-           'SWMLoss', 'init_positions', 'dist_info', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins',
-           'LDAMLoss', 'log_prior', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins',
-           'PairwiseWindowLoss']
+__all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'dist_info', 'DySWRMLoss',
+           'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
+           'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins', 'PairwiseWindowLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'sum', 'none')
 
-def check_reduction(reduction:str, # 'mean', 'sum' or 'none'
+def _check_reduction(reduction:str, # 'mean', 'sum' or 'none'
                    ) -> str:
     "Validate a reduction name"
     if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
-def check_logits_targets(logits:Tensor, # [..., C] raw scores
+def _check_logits_targets(logits:Tensor, # [..., C] raw scores
                          target:Tensor, # [...] integer class indices
                          check:bool|str='auto', # read the values: True, False or 'auto' (CPU only)
                         ):
@@ -62,6 +61,7 @@ def check_logits_targets(logits:Tensor, # [..., C] raw scores
         raise ValueError(f"logits contain non-finite values (nan or inf) in {rows} of {target.numel()} samples; "
                          "the model diverged or its inputs are broken")
 
+# %% ../nbs/01_losses.ipynb #2bec1ac2
 def _check_class_vector(v, n_classes, what):
     if v is not None and tuple(v.shape) != (n_classes,):
         raise ValueError(f"{what} has {v.numel()} entries (shape {tuple(v.shape)}) but the logits have {n_classes} classes")
@@ -79,12 +79,13 @@ def _no_autocast(device_type):
     except (TypeError, RuntimeError): on = torch.is_autocast_enabled()
     return torch.autocast(device_type, enabled=False) if on else contextlib.nullcontext()
 
-def logit_margin_needed(margin:Tensor, # [C] margins added to the target logit
+def _logit_margin_needed(margin:Tensor, # [C] margins added to the target logit
                         scale:float=1., # logit scale s
                        ) -> bool:
     "Whether some `scale * margin < -1`, so the margin must be added to the logits (else the closed form is exact)"
     return bool((margin.detach() * scale < -1).any())
 
+# %% ../nbs/01_losses.ipynb #4bd0ab82
 def _prod(*vs):
     "Product of the tensors in `vs` that are not None (None if all are)"
     out = None
@@ -94,6 +95,7 @@ def _prod(*vs):
 
 def _per_class_sum(n, y, v): return v.new_zeros(n).index_add_(0, y, v)
 
+# %% ../nbs/01_losses.ipynb #8c7c59b3
 def _target_margin(ce, m):
     "`(ce_m, d ce_m / d ce)`: the cross-entropy after adding `m` to the target logit, from the plain `ce`"
     x = ce - m
@@ -107,6 +109,7 @@ def _focal(ce, gamma):
     ce_over_a = torch.where(a > 0, ce / a, torch.ones_like(a))  # -> 1 as ce -> 0
     return fac * ce, fac * (1 + gamma * (1 - a) * ce_over_a)
 
+# %% ../nbs/01_losses.ipynb #05cdeb4f
 class _MarginCE(torch.autograd.Function):
     "`margin_ce` on [N, C] logits as one autograd node: a softmax forward, one multiply backward"
     @staticmethod
@@ -159,6 +162,7 @@ class _MarginCE(torch.autograd.Function):
         if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
         return gz if need_z else None, None, gw, gm, go, None, None, None, None
 
+# %% ../nbs/01_losses.ipynb #e6e06ddb
 def _rows(x):
     "Targets as [N] and logits as [N, C], without a reshape (an extra autograd node) when they already are"
     if x.ndim == (1 if not x.is_floating_point() else 2): return x
@@ -167,10 +171,11 @@ def _rows(x):
 def _check_loss_finite(out, logits, target):
     "One host read: a `ValueError` naming the bad rows of logits (or the overflow) if the loss is not finite"
     if bool(out.isfinite() if out.ndim == 0 else out.isfinite().all()): return
-    check_logits_targets(logits, target, True)  # names the samples whose logits make the loss non-finite
+    _check_logits_targets(logits, target, True)  # names the samples whose logits make the loss non-finite
     raise ValueError(f"the loss is not finite although the logits are (largest |logit| "
                      f"{logits.detach().abs().max().item():.3g}): the model's outputs overflow, scale them down")
 
+# %% ../nbs/01_losses.ipynb #cb4c47f5
 def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
               weight:Tensor|None=None, # [C] per-class weight w_y of each sample
@@ -180,15 +185,15 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
               gamma:float=0., # focal exponent; 0 is plain cross-entropy
               reduction:str='mean', # 'mean' = (1/B) sum, 'sum' or 'none'
               check:bool|str='auto', # value checks: True, False or 'auto' (on CPU only)
-              margin_in_logits:bool|None=None, # add the margin to the logits (see above); None = `logit_margin_needed`
+              margin_in_logits:bool|None=None, # add the margin to the logits (see above); None = `_logit_margin_needed`
              ) -> Tensor:
     "Weighted, margin-adjusted, scaled, focal cross-entropy computed in float32: the core of every loss here"
     z, y = _plain(logits), _plain(target)
-    check_reduction(reduction)
-    check_logits_targets(z, y, False)  # types and shapes only
+    _check_reduction(reduction)
+    _check_logits_targets(z, y, False)  # types and shapes only
     for v, what in ((weight, 'weight'), (target_margin, 'target_margin')): _check_class_vector(v, z.shape[-1], what)
     _check_offset(class_offset, z.shape[-1])
-    if target_margin is not None and margin_in_logits is None: margin_in_logits = logit_margin_needed(target_margin, scale)
+    if target_margin is not None and margin_in_logits is None: margin_in_logits = _logit_margin_needed(target_margin, scale)
     return _margin_ce(z, y, weight, target_margin, class_offset, float(scale), float(gamma), reduction, check,
                       bool(margin_in_logits))
 
@@ -196,7 +201,7 @@ def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
     "`margin_ce` on validated arguments: value checks, float32, the one-node loss"
     cpu = z.device.type == 'cpu'
     if check == 'auto': check = cpu
-    if check and not cpu: check_logits_targets(z, y, True)  # device gathers do not bounds-check
+    if check and not cpu: _check_logits_targets(z, y, True)  # device gathers do not bounds-check
     zf = _rows(z)
     if zf.dtype != torch.float32 and zf.dtype != torch.float64: zf = zf.float()
     yf = _rows(y).long()
@@ -205,7 +210,7 @@ def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
         try: out, err = _MarginCE.apply(zf, yf, w, m, o, scale, gamma, m_in_logits, reduction), None
         except (RuntimeError, IndexError) as e: out, err = None, e
     if err is not None:
-        if check: check_logits_targets(z, y, True)  # an out-of-range target made a gather fail: name it
+        if check: _check_logits_targets(z, y, True)  # an out-of-range target made a gather fail: name it
         raise err
     if check and len(yf): _check_loss_finite(out.detach(), z, y)
     return out.reshape(y.shape) if reduction == 'none' else out
@@ -268,11 +273,11 @@ class MarginCELoss(nn.Module):
     @property
     def reduction(self) -> str: return self._reduction
     @reduction.setter
-    def reduction(self, v:str): self._reduction = check_reduction(v)
+    def reduction(self, v:str): self._reduction = _check_reduction(v)
 
     def _set_margin_flag(self):
-        "Read once (not at every batch) whether the margins must go into the logits: `logit_margin_needed`"
-        self.margin_in_logits = self.target_margin is not None and logit_margin_needed(self.target_margin, self.scale)
+        "Read once (not at every batch) whether the margins must go into the logits: `_logit_margin_needed`"
+        self.margin_in_logits = self.target_margin is not None and _logit_margin_needed(self.target_margin, self.scale)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -316,7 +321,7 @@ class MarginCELoss(nn.Module):
         if inp.shape[-1] != self.n_classes:
             raise ValueError(f"the loss was built for {self.n_classes} classes (counts/weights have {self.n_classes} "
                              f"entries) but the logits have {inp.shape[-1]} classes")
-        check_logits_targets(inp, targ, False)  # types and shapes; the class vectors were checked when built
+        _check_logits_targets(inp, targ, False)  # types and shapes; the class vectors were checked when built
         self._follow(inp)
         w, m, o = self.class_terms()
         return _margin_ce(inp, targ, w, m, o, self.scale, self.gamma, self.reduction, self.check, self.margin_in_logits)
@@ -429,6 +434,7 @@ def dist_info() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
+# %% ../nbs/01_losses.ipynb #db394aaf
 class DySWRMLoss(MarginCELoss):
     "DySWRM: SWRM whose class positions are a learnable vector, stepped by its own Adam from a gradient hook"
     def __init__(self,

@@ -12,8 +12,7 @@ from fastai.learner import Metric
 from .similarity import check_counts
 
 # %% auto #0
-__all__ = ['SHOT_GROUPS', 'shot_groups', 'class_hits', 'per_class_accuracy', 'group_accuracy', 'ShotAccuracy', 'shot_metrics',
-           'shot_accuracy_table']
+__all__ = ['SHOT_GROUPS', 'shot_groups', 'per_class_accuracy', 'ShotAccuracy', 'shot_metrics', 'shot_accuracy_table']
 
 # %% ../nbs/03_metrics.ipynb #e9f5975e
 SHOT_GROUPS = ('many', 'medium', 'few')
@@ -40,7 +39,7 @@ def _labels(preds, n_classes=None):
     if p.ndim != 1: raise ValueError(f"preds must be scores [N, C] or labels [N], got shape {tuple(p.shape)}")
     return p.long()
 
-def class_hits(
+def _class_hits(
     preds, # Scores [N, C] (logits or probabilities) or predicted labels [N]
     targs, # True labels [N]
     n_classes:int, # Number of classes C
@@ -52,6 +51,7 @@ def class_hits(
     if len(t) and (t.min() < 0 or t.max() >= n_classes): raise ValueError(f"targets must lie in 0..{n_classes - 1}, got {int(t.min())}..{int(t.max())}")
     return torch.bincount(t[p == t], minlength=n_classes), torch.bincount(t, minlength=n_classes)
 
+# %% ../nbs/03_metrics.ipynb #7d523c38
 def per_class_accuracy(
     preds, # Scores [N, C] or predicted labels [N]
     targs, # True labels [N]
@@ -62,12 +62,13 @@ def per_class_accuracy(
         p = torch.as_tensor(preds)
         if p.ndim != 2: raise ValueError("n_classes is needed when preds are labels")
         n_classes = p.shape[1]
-    correct,total = class_hits(preds, targs, n_classes)
+    correct,total = _class_hits(preds, targs, n_classes)
     return _ratio(correct, total)
 
 def _ratio(correct, total): return torch.where(total > 0, correct.float() / total.clamp(min=1), torch.full_like(total, float('nan'), dtype=torch.float))
 
-def group_accuracy(
+# %% ../nbs/03_metrics.ipynb #4dde9708
+def _group_accuracy(
     acc, # Per-class accuracy (NaN where a class has no sample)
     idx, # Class indices of the group
 )->float: # Unweighted mean over the group's classes with samples; NaN if none
@@ -93,7 +94,7 @@ class ShotAccuracy(Metric):
         self.reset()
     def reset(self): self.correct,self.total = 0,0
     def accumulate(self, learn):
-        c,t = class_hits(learn.pred, learn.y, len(self.counts))
+        c,t = _class_hits(learn.pred, learn.y, len(self.counts))
         self.correct,self.total = self.correct + c,self.total + t
     @property
     def per_class(self)->Tensor: return _ratio(torch.as_tensor(self.correct), torch.as_tensor(self.total)).cpu()
@@ -101,7 +102,7 @@ class ShotAccuracy(Metric):
     def value(self):
         if not isinstance(self.total, Tensor): return float('nan')
         if self.idx is None: return (self.correct.sum() / self.total.sum().clamp(min=1)).item()
-        return group_accuracy(self.per_class, self.idx)
+        return _group_accuracy(self.per_class, self.idx)
     @property
     def name(self): return self._name
 
@@ -126,12 +127,12 @@ def shot_accuracy_table(
     n = check_counts(counts, names=names)
     C = len(n)
     if names is not None and len(names) != C: raise ValueError(f"got {len(names)} names for {C} classes")
-    correct,total = (o.cpu() for o in class_hits(preds, targs, C))
+    correct,total = (o.cpu() for o in _class_hits(preds, targs, C))
     acc,groups = _ratio(correct, total),shot_groups(n, many, few)
     group_of = np.empty(C, dtype=object)
     for g,idx in groups.items(): group_of[idx.numpy()] = g
     summary = {'overall': (correct.sum() / total.sum().clamp(min=1)).item() if total.sum() else float('nan'),
-               **{g: group_accuracy(acc, idx) for g,idx in groups.items()},
+               **{g: _group_accuracy(acc, idx) for g,idx in groups.items()},
                **{f'n_{g}': len(idx) for g,idx in groups.items()}}
     df = pd.DataFrame({'name': list(names) if names is not None else list(range(C)), 'train_count': n.long().numpy(),
                        'group': group_of, 'n_valid': total.numpy(), 'correct': correct.numpy(), 'accuracy': acc.numpy()})

@@ -13,10 +13,10 @@ from fastcore.basics import store_attr
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['per_class_vector', 'align_counts', 'check_counts', 'check_positions', 'check_window', 'check_beta_tau',
-           'document_params', 'rank_classes', 'window_index', 'window_members', 'gather_window', 'window_weights',
-           'swr_weights', 'standardize', 'window_margins', 'swm_margins', 'embed_1d', 'SimilarityWindow',
-           'window_figsize', 'text_problems', 'window_chance', 'lookalike_pairs', 'lookalike_share']
+__all__ = ['check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'document_params', 'window_index',
+           'window_members', 'gather_window', 'window_weights', 'swr_weights', 'standardize', 'window_margins',
+           'swm_margins', 'embed_1d', 'SimilarityWindow', 'text_problems', 'window_chance', 'lookalike_pairs',
+           'lookalike_share']
 
 # %% ../nbs/00_similarity.ipynb #093dd48f
 def _plain(x):
@@ -24,7 +24,7 @@ def _plain(x):
     if isinstance(x, Tensor): return x if type(x) is Tensor else x.as_subclass(Tensor)
     return torch.as_tensor(np.asarray(x))
 
-def per_class_vector(x, # one value per class
+def _per_class_vector(x, # one value per class
                      what:str, # what `x` is, for error messages
                      n_classes:int|None=None, # expected number of classes, if known
                     ) -> Tensor:
@@ -37,12 +37,13 @@ def per_class_vector(x, # one value per class
     if not torch.isfinite(v).all(): raise ValueError(f"{what} contain a non-finite value (nan or inf)")
     return v
 
+# %% ../nbs/00_similarity.ipynb #114617df
 def _is_mapping(x):
     "A dict or a pandas Series (its index is the key): counts keyed by class"
     return isinstance(x, Mapping) or (callable(getattr(x, 'items', None)) and hasattr(x, 'index')
                                       and not isinstance(x, (Tensor, np.ndarray)))
 
-def align_counts(counts, # counts in class order, or a dict / pandas Series keyed by class name (e.g. `value_counts()`)
+def _align_counts(counts, # counts in class order, or a dict / pandas Series keyed by class name (e.g. `value_counts()`)
                  names=None, # class names in class order (e.g. `dls.vocab`), used to order a dict or Series
                 ):
     "`counts` in class order: a dict or pandas Series is aligned by class name (a name it lacks counts 0)"
@@ -60,12 +61,13 @@ def align_counts(counts, # counts in class order, or a dict / pandas Series keye
                                  f"{unknown[:5]} (class names: {strs[:5]}{' ...' if len(strs) > 5 else ''})")
     return [keys.get(s, 0) for s in strs]
 
+# %% ../nbs/00_similarity.ipynb #67ed0b10
 def check_counts(counts, # per-class training counts (in class order, or a dict / pandas Series keyed by class name)
                  n_classes:int|None=None, # expected number of classes, if known
                  names=None, # class names in class order: used in error messages and to align a dict / Series
                 ) -> Tensor:
     "Validate per-class training counts (1-D, finite, every class >= 1) and return them as a float tensor"
-    n = per_class_vector(align_counts(counts, names), 'counts', n_classes)
+    n = _per_class_vector(_align_counts(counts, names), 'counts', n_classes)
     bad = (n < 1).nonzero().flatten().tolist()
     if bad:
         c = bad[0]; name = f" ({names[c]!r})" if names is not None else ""
@@ -77,8 +79,9 @@ def check_positions(positions, # one position per class on a line
                     n_classes:int|None=None, # expected number of classes, if known
                    ) -> Tensor:
     "Validate 1-D finite positions and return them as a floating tensor"
-    return per_class_vector(positions, 'positions', n_classes)
+    return _per_class_vector(positions, 'positions', n_classes)
 
+# %% ../nbs/00_similarity.ipynb #cdd89cb6
 def check_window(window:int, # window size W
                  n_classes:int, # number of classes C
                 ) -> int:
@@ -94,6 +97,7 @@ def check_beta_tau(beta:float, # margin strength, >= 0
     if not (math.isfinite(beta) and beta >= 0): raise ValueError(f"beta must be a finite number >= 0, got {beta}")
     if not (math.isfinite(tau) and tau > 0): raise ValueError(f"tau must be a finite number > 0, got {tau}")
 
+# %% ../nbs/00_similarity.ipynb #e6ed280c
 def _param_header(p):
     "`name : type, default value` of a signature parameter, numpydoc style"
     import inspect
@@ -115,7 +119,7 @@ def document_params(cls):
     return cls
 
 # %% ../nbs/00_similarity.ipynb #26938fb7
-def rank_classes(positions:Tensor, # one position per class
+def _rank_classes(positions:Tensor, # one position per class
                 ) -> tuple[Tensor, Tensor]:
     "Classes sorted by position (`order`) and each class's rank (`ranks`); ties are broken by class index"
     order = torch.sort(positions.detach(), stable=True).indices
@@ -127,7 +131,7 @@ def window_index(positions:Tensor, # one finite position per class (1-D float te
                 ) -> Tensor:
     "`window_members` without input checks (no host synchronisation), for hot loops such as DySWRM's"
     C = len(positions)
-    order, ranks = rank_classes(positions)
+    order, ranks = _rank_classes(positions)
     start = (ranks - window // 2).clamp_(0, C - window)
     return order.unfold(0, window, 1).index_select(0, start)  # row s of the unfolded order: ranks s .. s + W - 1
 
@@ -257,7 +261,7 @@ class SimilarityWindow:
         if names is not None and len(names) != len(positions):
             raise ValueError(f"{len(names)} names given for {len(positions)} classes")
         store_attr()
-        self.order, self.ranks = rank_classes(positions)
+        self.order, self.ranks = _rank_classes(positions)
         self.members = window_index(positions, window)
         self.weights = window_weights(counts, self.members, normalize)
         self.margins = window_margins(positions, self.members, beta, tau)
@@ -311,12 +315,12 @@ class SimilarityWindow:
 document_params(SimilarityWindow)
 
 # %% ../nbs/00_similarity.ipynb #367da7b2
-def window_figsize(n_classes:int) -> tuple:
+def _window_figsize(n_classes:int) -> tuple:
     "Figure size for `SimilarityWindow.plot`: one row per class, readable up to C = 100 and beyond"
     return (11, 2.3 + 0.2 * n_classes) if n_classes <= 30 else (12, 2.2 + 0.115 * n_classes)
 
 def _plot_window(sw:SimilarityWindow, # the window to draw
-                 ax=None, # matplotlib Axes to draw on (default: a new figure of `window_figsize`)
+                 ax=None, # matplotlib Axes to draw on (default: a new figure of `_window_figsize`)
                  names=None, # class names (default: the window's, else the class indices)
                  figsize=None, # figure size when `ax` is None
                 ):
@@ -325,7 +329,7 @@ def _plot_window(sw:SimilarityWindow, # the window to draw
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.lines import Line2D
     C, W = sw.n_classes, sw.window
-    if ax is None: _, ax = plt.subplots(figsize=figsize or window_figsize(C), layout='constrained')
+    if ax is None: _, ax = plt.subplots(figsize=figsize or _window_figsize(C), layout='constrained')
     names = [str(o) for o in (names if names is not None else sw.names if sw.names is not None else range(C))]
     if len(names) != C: raise ValueError(f"{len(names)} names given for {C} classes")
     pos, n = sw.positions.detach().cpu().double().numpy(), sw.counts.detach().cpu().double().numpy()

@@ -21,9 +21,9 @@ def test_star_import_gives_exactly_all():
 def test_no_module_shadows_fastai():
     "Not even a module's own `__all__` reuses a fastai name (a star import of any module is safe)"
     import swrm_fastai.similarity, swrm_fastai.losses, swrm_fastai.models, swrm_fastai.persist, swrm_fastai.data
-    import swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.bench
+    import swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.report, swrm_fastai.bench
     mods = [swrm_fastai.similarity, swrm_fastai.losses, swrm_fastai.models, swrm_fastai.persist, swrm_fastai.data,
-            swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.bench]
+            swrm_fastai.metrics, swrm_fastai.callback, swrm_fastai.interpret, swrm_fastai.report, swrm_fastai.bench]
     clash = {m.__name__: sorted(set(m.__all__) & set(dir(fv))) for m in mods}
     assert not any(clash.values()), clash
 

@@ -6,8 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 from fastai.learner import Learner, load_learner
 from fastai.callback.core import Callback
-from fastai.data.core import Datasets
-from fastai.data.transforms import Categorize
 from fastai.callback.progress import *  # Learner.no_bar
 from fastai.callback.mixup import MixUp
 from fastai.callback.schedule import *  # Learner.lr_find
@@ -18,31 +16,16 @@ from swrm_fastai.losses import (DySWRMLoss, SWRMLoss, SWRLoss, SWMLoss, ClassBal
                                 BalancedSoftmaxLoss, MarginCELoss, margin_ce)
 from swrm_fastai.data import class_counts
 from swrm_fastai.models import cosine_head
+from swrm_fastai.test_utils import blobs_dls, blob_items
 
 COUNTS = [80, 40, 20, 10, 6, 4]
-NAMES = [f'c{i}' for i in range(len(COUNTS))]
-C, NF = len(COUNTS), 8
-
-
-class Lookup:
-    "Picklable item getter (learn.export pickles the data pipeline)"
-    def __init__(self, seq): self.seq = seq
-    def __call__(self, i): return self.seq[i]
+NAMES = [f'class{i}' for i in range(len(COUNTS))]
+C, NF = len(COUNTS), 2
 
 
 def make_dls(seed=0, bs=16):
-    "Long-tailed Gaussian blobs as fastai Datasets (so learn.export works); balanced validation set"
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(C, NF, generator=g) * 1.5
-    ytr = [c for c, n in enumerate(COUNTS) for _ in range(n)]
-    yva = [c for c in range(C) for _ in range(5)]
-    ys = ytr + yva
-    xs = [centres[c] + torch.randn(NF, generator=g) for c in ys]
-    labels = [NAMES[c] for c in ys]
-    n_tr = len(ytr)
-    dsets = Datasets(list(range(len(ys))), tfms=[[Lookup(xs)], [Lookup(labels), Categorize(vocab=NAMES)]],
-                     splits=[list(range(n_tr)), list(range(n_tr, len(ys)))])
-    return dsets.dataloaders(bs=bs, seed=seed), xs[n_tr:]
+    "The shared long-tailed blobs of `swrm_fastai.test_utils` with `COUNTS`, 5 validation points a class; and the validation items"
+    return blobs_dls(COUNTS, n_valid=5, seed=seed, bs=bs), [o for o in blob_items(COUNTS, 5, seed) if o[2] == 1]
 
 
 def make_model(seed=0):
@@ -81,12 +64,11 @@ def test_dyswrm_trains_as_loss_func_and_survives_export(tmp_path):
     assert isinstance(learn2.loss_func, DySWRMLoss)
     assert torch.equal(learn2.loss_func.positions.detach(), lf.positions.detach())
     assert torch.equal(learn2.loss_func.exp_avg_sq, lf.exp_avg_sq)
-    idx = list(range(len(learn.dls.train_ds), len(learn.dls.train_ds) + len(xs_valid)))
-    p1, _ = learn.get_preds(dl=learn.dls.test_dl(idx))
-    p2, _ = learn2.get_preds(dl=learn2.dls.test_dl(idx))
+    p1, _ = learn.get_preds(dl=learn.dls.test_dl(xs_valid))
+    p2, _ = learn2.get_preds(dl=learn2.dls.test_dl(xs_valid))
     assert torch.equal(p1, p2)
     # predictions are the softmax of the raw logits (nothing added at inference)
-    with torch.no_grad(): logits = learn.model(torch.stack(xs_valid))
+    with torch.no_grad(): logits = learn.model(torch.stack([o[0] for o in xs_valid]))
     torch.testing.assert_close(p1, F.softmax(logits, -1))
     # the similarity window snapshot reflects the trained positions
     sw = learn2.loss_func.similarity_window()
