@@ -101,6 +101,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                            'swrm_fastai/callback.py'),
                                       'swrm_fastai.callback.SimilarityWindowCallback._remove_hook': ( 'callback.html#similaritywindowcallback._remove_hook',
                                                                                                       'swrm_fastai/callback.py'),
+                                      'swrm_fastai.callback.SimilarityWindowCallback._str_names': ( 'callback.html#similaritywindowcallback._str_names',
+                                                                                                    'swrm_fastai/callback.py'),
                                       'swrm_fastai.callback.SimilarityWindowCallback._train_dl': ( 'callback.html#similaritywindowcallback._train_dl',
                                                                                                    'swrm_fastai/callback.py'),
                                       'swrm_fastai.callback.SimilarityWindowCallback._trial_loss': ( 'callback.html#similaritywindowcallback._trial_loss',

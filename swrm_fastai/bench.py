@@ -19,12 +19,12 @@ from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
 from fastprogress.fastprogress import master_bar, progress_bar
-from .similarity import check_window, SimilarityWindow, lookalike_share
+from .similarity import check_window, SimilarityWindow
 from .data import class_counts
 from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
-from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head, _whole_epochs
+from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
 from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report
 from . import data as lt_data

@@ -360,6 +360,8 @@ class SimilarityWindowCallback(LossSwitchCallback):
 
     # -- data and model helpers
     @property
+    def _str_names(self): return None if self.names is None else [str(o) for o in self.names]
+    @property
     def n_classes(self):
         if self.names is not None: return len(self.names)
         return feature_layer(self.learn.model, self.layer).out_features
@@ -436,7 +438,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def make_loss(self):
         "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
         if self.loss == 'dyswrm':
-            return self._dyswrm(self.data_counts(), names=None if self.names is None else [str(o) for o in self.names])
+            return self._dyswrm(self.data_counts(), names=self._str_names)
         t0 = time.perf_counter()
         if self.prototypes == 'last_epoch' and self._sums is not None: protos, counts = self._epoch_prototypes()
         else:
@@ -451,7 +453,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         positions = _broadcast_from_rank0(positions)
         t2 = time.perf_counter()
         sw = SimilarityWindow(counts.to(protos.dtype), positions, self.window, self.beta, self.tau, self.normalize,
-                              names=None if self.names is None else [str(o) for o in self.names])
+                              names=self._str_names)
         self.prototypes_, self.window_ = protos, sw
         self.learn.similarity_window = sw
         self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)

@@ -5,12 +5,10 @@
 # %% ../nbs/01_losses.ipynb #62fb1d16
 from __future__ import annotations
 import contextlib, copy, math, weakref
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import store_attr, patch
-from fastai.learner import Learner
 from .similarity import _plain
 from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
                                     window_weights, window_margins, gather_window, standardize, swr_weights, swm_margins, SimilarityWindow)
