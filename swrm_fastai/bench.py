@@ -22,7 +22,8 @@ from fastprogress.fastprogress import master_bar, progress_bar
 from .similarity import check_window, SimilarityWindow
 from .data import class_counts
 from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss)
+                                BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss,
+                                TemperedWindowLoss, DyPairwiseWindowLoss)
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
@@ -89,6 +90,12 @@ def _random_method(make_loss, stage1=lambda counts: CrossEntropyLossFlat()):
 
 _la = lambda counts: LogitAdjustedLoss(counts, tau=1.)
 _pairwise = lambda sw, cfg: PairwiseWindowLoss.from_window(sw, kappa=cfg['kappa'])
+_tempered = lambda sw, cfg: TemperedWindowLoss.from_window(sw, power=cfg['power'])
+
+def _la_dypairwise(counts, cfg, ascend=False):
+    "LA, then from the switch the pairwise loss on a learned vector from its own seeded start (no prototypes, no t-SNE)"
+    lf = DyPairwiseWindowLoss(counts, window=cfg['window'], kappa=cfg['kappa'], tau=cfg['tau'], seed=cfg['seed'], ascend=ascend)
+    return _la(counts), [LossSwitchCallback(cfg['switch_epoch'], lf, verbose=False)], None
 
 # %% ../nbs/06_bench.ipynb #04726924
 def _dyswrm_loss(counts, cfg, pull=0.):
@@ -119,6 +126,10 @@ METHODS = {
     'swrm-random': ('SWRM (random window)', _random_method(lambda sw, cfg: SWRMLoss.from_window(sw))),
     'la-pw':    ('LA + pairwise', _window_method('pairwise', _la, kappa='kappa')),
     'la-pw-random': ('LA + pairwise (random window)', _random_method(_pairwise, _la)),
+    'la-tw':    ('LA + tempered window', _window_method('tempered', _la, power='power')),
+    'la-tw-random': ('LA + tempered window (random window)', _random_method(_tempered, _la)),
+    'la-pw-dy': ('LA + pairwise (learned vector)', _la_dypairwise),
+    'la-pw-up': ('LA + pairwise (vector ascends)', partial(_la_dypairwise, ascend=True)),
 }
 PAPER_METHODS = ('ce', 'focal', 'cb', 'ldam-drw', 'la', 'bs', 'swr', 'swm', 'swrm', 'dyswrm')
 QUICK_METHODS = ('ce', 'cb', 'swrm', 'dyswrm')
@@ -134,7 +145,7 @@ def parse_methods(spec) -> list:
     return list(dict.fromkeys(names))
 
 # %% ../nbs/06_bench.ipynb #9264ff91
-SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float, pull=float)
+SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float, pull=float, power=float)
 
 def parse_sweep(specs) -> dict:
     "`['window=2,3,5', 'beta=0,1']` -> `{'window': [2, 3, 5], 'beta': [0.0, 1.0]}`"
@@ -167,7 +178,7 @@ class _RunBar(Callback):
 
 # %% ../nbs/06_bench.ipynb #05dd8f54
 BENCH_DEFAULTS = dict(epochs=20, lr=0.1, wd=1e-4, warmup=5/200, milestones=(0.7, 0.9), switch=0.7, window=3,
-                      beta=1., tau=1., kappa=1., pull=1., normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
+                      beta=1., tau=1., kappa=1., pull=1., power=.5, normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
 
 def make_model(name:str, # key of `MODELS`
                n_classes:int, # number of classes C
@@ -260,7 +271,7 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     for v in cfg['sweep'].get('switch', []): _check(0 < v < 1, f"swept switch values must be in (0, 1), got {v}")
     for v in cfg['sweep'].get('beta', []): _check(v >= 0, f"swept beta values must be >= 0, got {v}")
     for v in cfg['sweep'].get('tau', []): _check(v > 0, f"swept tau values must be > 0, got {v}")
-    for k in ('kappa', 'pull'):
+    for k in ('kappa', 'pull', 'power'):
         for v in [cfg[k]] + cfg['sweep'].get(k, []): _check(math.isfinite(v) and v >= 0, f"{k} must be >= 0, got {v}")
     stamp = datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')
     tag = '-quick' if quick else ('-sweep' if cfg['sweep'] else '')
@@ -374,7 +385,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
-    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull, e.g. window=2,3,5 beta=0,0.5,1,2")
+    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
     a('--bs', type=int, default=None, help="batch size (default 128)")
@@ -383,7 +394,8 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--window', type=int, default=None, help="window size W (default: the recipe's)")
     a('--beta', type=float, default=None, help="margin strength beta (default: the recipe's)")
     a('--tau', type=float, default=None, help="similarity temperature tau (default 1)")
-    a('--kappa', type=float, default=None, help="strength of the pairwise window margins of la-pw (default 1)")
+    a('--kappa', type=float, default=None, help="strength of the pairwise window margins of la-pw and la-pw-dy/up (default 1)")
+    a('--power', type=float, default=None, help="exponent of la-tw's SWR weights (default 0.5)")
     a('--pull', type=float, default=None, help="strength of dyswrm-pull's term pulling confused classes together (default 1)")
     a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200)")
     a('--normalize', action='store_true', default=None, help="rescale SWR weights to mean 1")

@@ -22,7 +22,8 @@ from .losses import MarginCELoss, dist_info
 import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
 from .data import class_counts, _SINGLE_LABEL
 from .similarity import SimilarityWindow, embed_1d
-from .losses import SWRMLoss, DySWRMLoss, PairwiseWindowLoss, ClassBalancedLoss, cb_weights
+from .losses import (SWRMLoss, DySWRMLoss, PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss,
+                                ClassBalancedLoss, cb_weights)
 
 # %% auto #0
 __all__ = ['feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'resolve_epoch', 'reset_trackers',
@@ -318,7 +319,8 @@ class LossSwitchCallback(Callback):
 document_params(LossSwitchCallback)
 
 # %% ../nbs/04_callback.ipynb #e1949905
-_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise')
+_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise', 'tempered', 'dypairwise')
+_OWN_START = ('dyswrm', 'dypairwise')  # a learned vector from its own seeded start: no prototypes, no t-SNE
 
 def _check_window_size(window):
     "W before the number of classes is known: an integer >= 2"
@@ -332,7 +334,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  window:int=15, # window size W
                  beta:float=1., # margin strength (Eq. 3)
                  tau:float=1., # similarity temperature (Eq. 3)
-                 loss:str='swrm', # 'swrm', 'swr', 'swm', 'dyswrm' (own seeded start), 'dyswrm-tsne', 'pairwise' (`PairwiseWindowLoss`)
+                 loss:str='swrm', # 'swrm', 'swr', 'swm', 'dyswrm' (own seeded start), 'dyswrm-tsne', 'pairwise', 'tempered', 'dypairwise' (own seeded start)
                  layer:nn.Module|str|None=None, # module whose input is the feature; default: the final linear layer
                  prototypes:str='pass', # 'pass' (extra eval pass, the paper's setup) or 'last_epoch' (free, noisier)
                  augment:bool=False, # 'pass' with the training transforms (random augmentation) instead of the validation ones
@@ -356,7 +358,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
     @property
     def name(self): return 'swrm_switch'  # `learn.swrm_switch`; the default name would shadow `learn.similarity_window`
     @property
-    def uses_model(self): return self.loss != 'dyswrm'
+    def uses_model(self): return self.loss not in _OWN_START
 
     # -- data and model helpers
     @property
@@ -390,7 +392,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
         sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
                               self.tau, self.normalize)
-        try: self._dyswrm(sw.counts) if self.loss == 'dyswrm' else self._loss_from_window(sw)
+        try: self._own_start(sw.counts) if self.loss in _OWN_START else self._loss_from_window(sw)
         except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss!r}: {e}") from None
 
     # -- 'last_epoch' mode: accumulate during the last stage-1 training epoch
@@ -427,18 +429,23 @@ class SimilarityWindowCallback(LossSwitchCallback):
     # -- the switch
     def already_switched(self):
         "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
-        if self.loss == 'dyswrm': return isinstance(self.learn.loss_func, DySWRMLoss)
-        return (getattr(self.learn, 'similarity_window', None) is not None
-                and isinstance(self.learn.loss_func, {'dyswrm-tsne': DySWRMLoss, 'pairwise': PairwiseWindowLoss}.get(self.loss, SWRMLoss)))
+        cls = {'dyswrm': DySWRMLoss, 'dypairwise': DyPairwiseWindowLoss, 'dyswrm-tsne': DySWRMLoss,
+               'pairwise': PairwiseWindowLoss, 'tempered': TemperedWindowLoss}.get(self.loss, SWRMLoss)
+        if self.loss in _OWN_START: return isinstance(self.learn.loss_func, cls)
+        return getattr(self.learn, 'similarity_window', None) is not None and isinstance(self.learn.loss_func, cls)
 
     def _dyswrm(self, counts, init=None, names=None):
         kw = {**dict(normalize=self.normalize, names=names), **self.loss_kwargs}
         return DySWRMLoss(counts, window=self.window, beta=self.beta, tau=self.tau, init=init, seed=self.seed, **kw)
 
+    def _own_start(self, counts, names=None):
+        "A learned-vector loss from its own seeded start"
+        if self.loss == 'dyswrm': return self._dyswrm(counts, names=names)
+        return DyPairwiseWindowLoss(counts, window=self.window, tau=self.tau, seed=self.seed, names=names, **self.loss_kwargs)
+
     def make_loss(self):
-        "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
-        if self.loss == 'dyswrm':
-            return self._dyswrm(self.data_counts(), names=self._str_names)
+        "The paper's DySWRM (and `dypairwise`) start from their own seeded vector; every other loss models the similarity first"
+        if self.loss in _OWN_START: return self._own_start(self.data_counts(), names=self._str_names)
         t0 = time.perf_counter()
         if self.prototypes == 'last_epoch' and self._sums is not None: protos, counts = self._epoch_prototypes()
         else:
@@ -463,10 +470,13 @@ class SimilarityWindowCallback(LossSwitchCallback):
         "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
         if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
         if self.loss == 'pairwise': return PairwiseWindowLoss.from_window(sw, **self.loss_kwargs)
+        if self.loss == 'tempered': return TemperedWindowLoss.from_window(sw, **self.loss_kwargs)
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
 
     def describe(self, loss):
-        if self.loss == 'dyswrm': return f"DySWRM from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, beta={self.beta:g}, tau={self.tau:g}"
+        if self.loss in _OWN_START:
+            what = 'DySWRM' if self.loss == 'dyswrm' else 'the pairwise loss on a learned vector'
+            return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, beta={self.beta:g}, tau={self.tau:g}"
         sw = self.window_
         return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}, {self.timings['prototypes']:.2f} s) + "
                 f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_losses.ipynb #62fb1d16
 from __future__ import annotations
-import contextlib, copy, math, weakref
+import contextlib, copy, math, numbers, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -15,9 +15,10 @@ from .similarity import (check_counts, check_positions, check_window, check_beta
 from .data import class_counts
 
 # %% auto #0
-__all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'dist_info', 'DySWRMLoss',
-           'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
-           'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins', 'PairwiseWindowLoss']
+__all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'dist_info', 'LearnedPositions',
+           'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
+           'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins', 'FixedLine', 'PairwiseWindowLoss',
+           'tempered_weights', 'TemperedWindowLoss', 'DyPairwiseWindowLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'sum', 'none')
@@ -432,48 +433,23 @@ def dist_info() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
-# %% ../nbs/01_losses.ipynb #db394aaf
-class DySWRMLoss(MarginCELoss):
-    "DySWRM: SWRM whose class positions are a learnable vector, stepped by its own Adam from a gradient hook"
-    def __init__(self,
-                 counts, # per-class training counts
-                 window:int=15, # window size W
-                 beta:float=1., # margin strength
-                 tau:float=1., # similarity temperature
-                 lr:float=1e-2, # Adam learning rate of the positions (in standard deviations per step)
-                 init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
-                 seed:int=0, # seed of the random initialisation
-                 normalize:bool=False, # rescale the SWR weights to mean 1
-                 weight=None, # fixed [C] class weights replacing the dynamic SWR weights (set by `reweighted`)
-                 betas:tuple=(0.9, 0.999), # Adam's moment decay rates
-                 eps:float=1e-8, # Adam's epsilon
-                 names=None, # class names in class order (for `similarity_window`; a dict/Series of counts is aligned to them)
-                 pull:float=0., # strength of the term that pulls confused classes together on the line (0: the paper's)
-                 **kwargs, # axis, flatten, reduction, check
-                ):
-        if names is not None and not _is_mapping(counts) and len(names) != len(counts):
-            raise ValueError(f"{len(names)} names given for {len(counts)} classes")
-        n = check_counts(counts, names=names)
-        C = len(n)
-        window = check_window(window, C); check_beta_tau(beta, tau)
+# %% ../nbs/01_losses.ipynb #c2d677ac
+class LearnedPositions:
+    "Mixin for a loss whose class positions on the line are a learnable vector, stepped by its own Adam from a gradient hook"
+    def _init_positions(self, n_classes, init, seed, lr, betas, eps, maximize=False) -> tuple:
+        "Create `positions` (seeded, or standardised `init`), the Adam state buffers and the hook; returns `betas` as floats"
         if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"lr must be a finite number >= 0, got {lr}")
-        if not (math.isfinite(pull) and pull >= 0): raise ValueError(f"pull must be a finite number >= 0, got {pull}")
-        super().__init__(C, weight=weight, **kwargs)
-        self.register_buffer('counts', n.float().clone())  # never an alias of the caller's tensor
-        self.positions = nn.Parameter(init_positions(C, init, seed))
-        self.register_buffer('exp_avg', torch.zeros(C))
-        self.register_buffer('exp_avg_sq', torch.zeros(C))
+        self.positions = nn.Parameter(init_positions(n_classes, init, seed))
+        self.register_buffer('exp_avg', torch.zeros(n_classes))
+        self.register_buffer('exp_avg_sq', torch.zeros(n_classes))
         self.register_buffer('n_steps', torch.zeros(()))
         betas = tuple(float(b) for b in betas)
-        store_attr('window,beta,tau,lr,normalize,betas,eps,pull')
-        self.names = None
-        self._record(counts=n, window=window, beta=beta, tau=tau, lr=lr, seed=seed, normalize=normalize,
-                     weight=weight, betas=betas, eps=eps, names=None, pull=pull)
-        if names is not None: self.set_names(names)
+        store_attr('lr,betas,eps,maximize'); self.names = None
         self._hook()
+        return betas
 
     def set_names(self, names, # class names in class order (e.g. `dls.vocab`)
-                 ) -> "DySWRMLoss":
+                 ) -> "LearnedPositions":
         "Name the classes (shown by `similarity_window`, kept by `Learner.save`); returns the loss"
         names = [o if isinstance(o, (int, str)) else str(o) for o in names]
         if len(names) != self.n_classes: raise ValueError(f"{len(names)} names given for {self.n_classes} classes")
@@ -509,7 +485,7 @@ class DySWRMLoss(MarginCELoss):
         b1, b2 = self.betas
         steps = self.n_steps.add_(1)  # the kernel reads the count of this step, as in torch.optim.Adam(fused=True)
         try: torch._fused_adam_([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [steps], amsgrad=False, lr=self.lr,
-                                beta1=b1, beta2=b2, weight_decay=0., eps=self.eps, maximize=False, grad_scale=None,
+                                beta1=b1, beta2=b2, weight_decay=0., eps=self.eps, maximize=self.maximize, grad_scale=None,
                                 found_inf=found_inf)
         except (RuntimeError, NotImplementedError):
             steps.sub_(1)
@@ -521,7 +497,7 @@ class DySWRMLoss(MarginCELoss):
     def _masked_adam(self, p, g, found_inf):
         "The same Adam step in plain tensor ops, for devices without the fused kernel"
         ok = found_inf == 0
-        g = torch.where(ok, g, torch.zeros_like(g))
+        g = torch.where(ok, -g if self.maximize else g, torch.zeros_like(g))
         b1, b2 = self.betas
         okf = ok.to(self.exp_avg.dtype)
         self.n_steps.add_(okf)
@@ -538,8 +514,46 @@ class DySWRMLoss(MarginCELoss):
         return d
 
     def __setstate__(self, d):
+        d.setdefault('maximize', False)  # pickled before the option existed
         super().__setstate__(d)
         self._hook()
+
+    def _follow(self, x:Tensor):
+        super()._follow(x)
+        self._hook()  # a device move may have replaced the parameter
+
+# %% ../nbs/01_losses.ipynb #db394aaf
+class DySWRMLoss(LearnedPositions, MarginCELoss):
+    "DySWRM: SWRM whose class positions are a learnable vector, stepped by its own Adam from a gradient hook"
+    def __init__(self,
+                 counts, # per-class training counts
+                 window:int=15, # window size W
+                 beta:float=1., # margin strength
+                 tau:float=1., # similarity temperature
+                 lr:float=1e-2, # Adam learning rate of the positions (in standard deviations per step)
+                 init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
+                 seed:int=0, # seed of the random initialisation
+                 normalize:bool=False, # rescale the SWR weights to mean 1
+                 weight=None, # fixed [C] class weights replacing the dynamic SWR weights (set by `reweighted`)
+                 betas:tuple=(0.9, 0.999), # Adam's moment decay rates
+                 eps:float=1e-8, # Adam's epsilon
+                 names=None, # class names in class order (for `similarity_window`; a dict/Series of counts is aligned to them)
+                 pull:float=0., # strength of the term that pulls confused classes together on the line (0: the paper's)
+                 **kwargs, # axis, flatten, reduction, check
+                ):
+        if names is not None and not _is_mapping(counts) and len(names) != len(counts):
+            raise ValueError(f"{len(names)} names given for {len(counts)} classes")
+        n = check_counts(counts, names=names)
+        C = len(n)
+        window = check_window(window, C); check_beta_tau(beta, tau)
+        if not (math.isfinite(pull) and pull >= 0): raise ValueError(f"pull must be a finite number >= 0, got {pull}")
+        super().__init__(C, weight=weight, **kwargs)
+        self.register_buffer('counts', n.float().clone())  # never an alias of the caller's tensor
+        store_attr('window,beta,tau,normalize,pull')
+        betas = self._init_positions(C, init, seed, lr, betas, eps)
+        self._record(counts=n, window=window, beta=beta, tau=tau, lr=lr, seed=seed, normalize=normalize,
+                     weight=weight, betas=betas, eps=eps, names=None, pull=pull)
+        if names is not None: self.set_names(names)
 
     def class_terms(self) -> tuple:
         "SWR weights (Eq. 2, no gradient) and SWM margins (Eq. 3, differentiable) from the current positions"
@@ -562,10 +576,6 @@ class DySWRMLoss(MarginCELoss):
         t = t - t.detach()  # worth 0: the loss value is Eq. 4's; only the positions get this term's gradient
         if self.reduction == 'none': return out + t.view(out.shape)
         return out + (t.mean() if self.reduction == 'mean' else t.sum())
-
-    def _follow(self, x:Tensor):
-        super()._follow(x)
-        self._hook()  # a device move may have replaced the parameter
 
     def similarity_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions (for plots and analysis)"
@@ -671,7 +681,30 @@ def window_pair_margins(counts:Tensor, # float counts, one per class, all >= 1
     gap = (gather_window(ln, members) - ln[:, None]).clamp_min(0)
     return torch.zeros(len(q), len(q), dtype=q.dtype, device=q.device).scatter(1, members, sim * gap)
 
-class PairwiseWindowLoss(MarginCELoss):
+def _check_nonneg(**kw):
+    "Each keyword must be a finite number >= 0"
+    for k, v in kw.items():
+        if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+
+def _check_nonneg(**kw):
+    "Each keyword must be a finite number >= 0"
+    for k, v in kw.items():
+        if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+
+class FixedLine:
+    "Mixin for a loss built on a fixed similarity window: `from_window` and `similarity_window` (the diagnostic's input)"
+    @classmethod
+    def from_window(cls, sw:SimilarityWindow, # counts, positions, W, tau and names come from here
+                    **kwargs): # the loss's other arguments
+        "This loss on the window `sw`"
+        return cls(sw.counts, sw.positions, sw.window, tau=sw.tau, names=sw.names, **kwargs)
+
+    def similarity_window(self) -> SimilarityWindow:
+        "The window the loss's terms come from"
+        return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, getattr(self, 'beta', 0.),
+                                self.tau, names=self.names)
+
+class PairwiseWindowLoss(FixedLine, MarginCELoss):
     "Logit adjustment plus pairwise margins: the target must beat each more frequent class of its window by `kappa * P[y, j]` more"
     def __init__(self,
                  counts, # per-class training counts
@@ -686,22 +719,100 @@ class PairwiseWindowLoss(MarginCELoss):
                 ):
         n = check_counts(counts, names=names); p = check_positions(torch.as_tensor(positions), len(n)).float()
         window = check_window(window, len(n)); check_beta_tau(0., tau)
-        for k, v in (('kappa', kappa), ('la_tau', la_tau)):
-            if not math.isfinite(v) or v < 0: raise ValueError(f"{k} must be a finite number >= 0, got {v}")
+        _check_nonneg(kappa=kappa, la_tau=la_tau)
         super().__init__(len(n), weight=weight, **kwargs)
         pair = window_pair_margins(n.float(), p, window_index(p, window), tau)
         self.register_buffer('pair_offset', la_tau * log_prior(n)[None, :] + kappa * pair)
         store_attr('window,kappa,tau,la_tau'); self.names = names
         self._record(counts=n, positions=p, window=window, kappa=kappa, tau=tau, la_tau=la_tau, weight=weight, names=names)
 
-    @classmethod
-    def from_window(cls, sw:SimilarityWindow, # counts, positions, W and tau come from here
-                    **kwargs): # kappa, la_tau, weight, reduction, ...
-        "The pairwise loss of a `SimilarityWindow`"
-        return cls(sw.counts, sw.positions, sw.window, tau=sw.tau, names=sw.names, **kwargs)
-
     def class_terms(self) -> tuple: return self.weight, None, self.pair_offset
+    def similarity_window(self) -> SimilarityWindow:
+        "The window the margins come from (for the look-alike diagnostic and plots)"
+        return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, 0., self.tau, names=self.names)
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
+
+# %% ../nbs/01_losses.ipynb #74e39846
+def tempered_weights(weights, # [C] class weights (e.g. the SWR weights of Eq. 2)
+                     power:float=.5, # exponent rho: 1 keeps their shape, 0 makes them all 1
+                    ) -> Tensor:
+    "`w^power` rescaled to mean 1"
+    w = torch.as_tensor(weights).double().pow(power)
+    return (w * len(w) / w.sum()).float()
+
+class TemperedWindowLoss(FixedLine, MarginCELoss):
+    "Logit adjustment plus a window's SWM margins (Eq. 3) and its SWR weights (Eq. 2) tempered to `w^power`, mean 1"
+    def __init__(self,
+                 counts, # per-class training counts
+                 positions, # one position per class on the line (the 1-D t-SNE of the prototypes, or any other)
+                 window:int=15, # window size W
+                 power:float=.5, # exponent of the SWR weights (0: no weights)
+                 beta:float=1., # margin strength (Eq. 3; 0: no margins)
+                 tau:float=1., # similarity temperature
+                 la_tau:float=1., # logit-adjustment strength of the base
+                 weight=None, # fixed [C] class weights replacing the tempered ones (set by `reweighted`)
+                 names=None, # optional class names
+                 **kwargs, # axis, flatten, reduction, check
+                ):
+        n = check_counts(counts, names=names); p = check_positions(torch.as_tensor(positions), len(n)).float()
+        _check_nonneg(power=power, la_tau=la_tau)
+        sw = SimilarityWindow(n.float(), p, window, beta, tau)  # checks W, beta and tau
+        super().__init__(len(n), weight=tempered_weights(sw.weights, power) if weight is None else weight,
+                         target_margin=sw.margins if beta else None, class_offset=la_tau * log_prior(n), **kwargs)
+        store_attr('window,power,beta,tau,la_tau'); self.names = names
+        self._record(counts=n, positions=p, window=window, power=power, beta=beta, tau=tau, la_tau=la_tau, weight=weight, names=names)
+
+    @classmethod
+    def from_window(cls, sw:SimilarityWindow, # counts, positions, W, beta, tau and names come from here
+                    **kwargs): # power, la_tau, weight, reduction, ...
+        "This loss on the window `sw` (with its margin strength)"
+        return super().from_window(sw, **{'beta': sw.beta, **kwargs})
+
+    def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, power={self.power}, beta={self.beta}, la_tau={self.la_tau}"
+
+# %% ../nbs/01_losses.ipynb #34992b58
+class DyPairwiseWindowLoss(LearnedPositions, MarginCELoss):
+    "`PairwiseWindowLoss` on a learnable line: the vector descends the loss, or ascends it with `ascend=True`"
+    def __init__(self,
+                 counts, # per-class training counts
+                 window:int=15, # window size W
+                 kappa:float=1., # strength of the pairwise margins (0: logit adjustment)
+                 tau:float=1., # similarity temperature
+                 la_tau:float=1., # logit-adjustment strength of the base
+                 lr:float=1e-2, # Adam learning rate of the positions (in standard deviations per step)
+                 init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
+                 seed:int=0, # seed of the random initialisation
+                 ascend:bool=False, # the vector climbs the loss (towards the model's confusions) instead of descending it
+                 weight=None, # optional [C] class weights
+                 betas:tuple=(0.9, 0.999), # Adam's moment decay rates
+                 eps:float=1e-8, # Adam's epsilon
+                 names=None, # class names in class order
+                 **kwargs, # axis, flatten, reduction, check
+                ):
+        n = check_counts(counts, names=names); C = len(n)
+        window = check_window(window, C); check_beta_tau(0., tau); _check_nonneg(kappa=kappa, la_tau=la_tau)
+        super().__init__(C, weight=weight, **kwargs)
+        self.register_buffer('counts', n.float().clone())
+        self.register_buffer('la_offset', la_tau * log_prior(n))
+        store_attr('window,kappa,tau,la_tau,ascend')
+        betas = self._init_positions(C, init, seed, lr, betas, eps, maximize=bool(ascend))
+        self._record(counts=n, window=window, kappa=kappa, tau=tau, la_tau=la_tau, lr=lr, seed=seed, ascend=bool(ascend),
+                     weight=weight, betas=betas, eps=eps, names=None)
+        if names is not None: self.set_names(names)
+
+    def class_terms(self) -> tuple:
+        "Pairwise offsets (logit adjustment + `kappa * P`, differentiable in the positions) from the current line"
+        p = self.positions
+        pair = window_pair_margins(self.counts, p, window_index(p.detach(), self.window), self.tau)
+        return self.weight, None, self.la_offset[None, :] + self.kappa * pair
+
+    def similarity_window(self) -> SimilarityWindow:
+        "A `SimilarityWindow` snapshot of the current positions"
+        return SimilarityWindow(self.counts, self.positions.detach().clone(), self.window, 0., self.tau, names=self.names)
+
+    def extra_repr(self):
+        return (f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}, lr={self.lr}, "
+                f"ascend={self.ascend}, steps={int(self.n_steps)}")
 
 # %% ../nbs/01_losses.ipynb #2aedcbf6
 @patch(cls_method=True)
@@ -715,5 +826,5 @@ def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_count
 # %% ../nbs/01_losses.ipynb #dba67033
 from .similarity import document_params
 for _cls in (MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-             BalancedSoftmaxLoss, PairwiseWindowLoss):
+             BalancedSoftmaxLoss, PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss):
     document_params(_cls)

@@ -187,6 +187,14 @@ def test_dyswrm_models_no_similarity_but_dyswrm_tsne_does(fmnist_dir, tmp_path, 
     assert calls == dict(tsne=2, features=2)
     lf = res['kept']['la-pw']['window']
     assert lf is not None and res['runs'].switch_time_s.notna().all()
+    # la-tw models it once; its random-window ablation and the learned-vector pairwise methods never do
+    cfg = bench_config(methods='la-tw-random,la-pw-dy,la-pw-up,la-tw', seeds=[0], epochs=2, n_max=N_MAX, imb=IMB,
+                       data_root=str(fmnist_dir), bar=False, threads=1, power=.3, out=str(tmp_path/'d'))
+    res = run_bench(cfg)
+    assert calls == dict(tsne=3, features=3)
+    runs = res['runs'].set_index('method')
+    assert runs.switch_time_s.notna().all() and runs.lookalike_share.notna().all()  # every one of them has a window
+    assert any('loss switched to DyPairwiseWindowLoss' in m for m in res['log'])
 
 def test_public_switch_callback_models_no_similarity(monkeypatch):
     "`LossSwitchCallback(k, loss)` switches to the given loss and computes nothing else"
