@@ -374,8 +374,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                            'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.PairwiseWindowLoss.extra_repr': ( 'losses.html#pairwisewindowloss.extra_repr',
                                                                                           'swrm_fastai/losses.py'),
-                                    'swrm_fastai.losses.PairwiseWindowLoss.similarity_window': ( 'losses.html#pairwisewindowloss.similarity_window',
-                                                                                                 'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.SWMLoss': ('losses.html#swmloss', 'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.SWMLoss.__init__': ('losses.html#swmloss.__init__', 'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.SWRLoss': ('losses.html#swrloss', 'swrm_fastai/losses.py'),

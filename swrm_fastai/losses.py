@@ -727,9 +727,6 @@ class PairwiseWindowLoss(FixedLine, MarginCELoss):
         self._record(counts=n, positions=p, window=window, kappa=kappa, tau=tau, la_tau=la_tau, weight=weight, names=names)
 
     def class_terms(self) -> tuple: return self.weight, None, self.pair_offset
-    def similarity_window(self) -> SimilarityWindow:
-        "The window the margins come from (for the look-alike diagnostic and plots)"
-        return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, 0., self.tau, names=self.names)
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
 
 # %% ../nbs/01_losses.ipynb #74e39846
