@@ -383,6 +383,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'swrm_fastai.losses.SWRMLoss.extra_repr': ('losses.html#swrmloss.extra_repr', 'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.SWRMLoss.from_window': ( 'losses.html#swrmloss.from_window',
                                                                                  'swrm_fastai/losses.py'),
+                                    'swrm_fastai.losses.SWRMLoss.similarity_window': ( 'losses.html#swrmloss.similarity_window',
+                                                                                       'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.TemperedWindowLoss': ('losses.html#temperedwindowloss', 'swrm_fastai/losses.py'),
                                     'swrm_fastai.losses.TemperedWindowLoss.__init__': ( 'losses.html#temperedwindowloss.__init__',
                                                                                         'swrm_fastai/losses.py'),

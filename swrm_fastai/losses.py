@@ -387,10 +387,16 @@ class SWRMLoss(MarginCELoss):
                    ):
         "SWRM, SWR or SWM loss from a `SimilarityWindow`'s weights and margins"
         variant = variant or cls._variant
-        if variant == 'swrm': return SWRMLoss(sw.weights, sw.margins, **kwargs)
-        if variant == 'swr': return SWRLoss(sw.weights, **kwargs)
-        if variant == 'swm': return SWMLoss(sw.margins, **kwargs)
-        raise ValueError(f"variant must be 'swrm', 'swr' or 'swm', got {variant!r}")
+        if variant == 'swrm': loss = SWRMLoss(sw.weights, sw.margins, **kwargs)
+        elif variant == 'swr': loss = SWRLoss(sw.weights, **kwargs)
+        elif variant == 'swm': loss = SWMLoss(sw.margins, **kwargs)
+        else: raise ValueError(f"variant must be 'swrm', 'swr' or 'swm', got {variant!r}")
+        loss._window = sw
+        return loss
+
+    def similarity_window(self) -> SimilarityWindow|None:
+        "The window this loss was built from by `from_window` (None for one built from weights and margins)"
+        return self.__dict__.get('_window')
 
     def extra_repr(self): return f"n_classes={self.n_classes}, variant={self._variant!r}, reduction={self.reduction!r}"
 

@@ -186,7 +186,7 @@ def test_dyswrm_models_no_similarity_but_dyswrm_tsne_does(fmnist_dir, tmp_path, 
     res = run_bench(cfg)
     assert calls == dict(tsne=2, features=2)
     lf = res['kept']['la-pw']['window']
-    assert lf is not None and res['runs'].switch_time_s.notna().all()
+    assert lf is not None and res['runs'].switch_time_s.notna().all() and res['runs'].lookalike_share.notna().all()
     # la-tw models it once; its random-window ablation and the learned-vector pairwise methods never do
     cfg = bench_config(methods='la-tw-random,la-pw-dy,la-pw-up,la-tw', seeds=[0], epochs=2, n_max=N_MAX, imb=IMB,
                        data_root=str(fmnist_dir), bar=False, threads=1, power=.3, out=str(tmp_path/'d'))
