@@ -1,12 +1,14 @@
 "`from swrm_fastai.all import *`: the public API of the package, as `fastai.vision.all` is fastai's."
 # Written by hand (like fastai's own `all.py` files): nbdev exports the modules below from nbs/, not this file.
-# The names a user trains, evaluates and plots with; helpers stay in their modules (`swrm_fastai.similarity.window_margins`, ...).
+# The names a user trains, evaluates and plots with; helpers stay in their modules (`swrm_fastai.similarity.window_margins`, ...),
+# and so do the window-on-logit-adjustment experiments that did not beat logit adjustment (`swrm_fastai.losses.PairwiseWindowLoss`,
+# `TemperedWindowLoss`, `DyPairwiseWindowLoss`: kept to reproduce the README's tables, not recommended).
 # Importing it also adds the package's methods to fastai classes: `Learner.fit_paper` (models), `Learner.save`/`load`
 # keeping the package's loss (persist), `DySWRMLoss.from_dls` (losses) and the long-tailed `ClassificationInterpretation`
 # methods (interpret). `tests/test_api.py` keeps it at most 60 names, none of them a name of `fastai.vision.all`.
 from .similarity import SimilarityWindow, embed_1d, window_members, swr_weights, swm_margins, window_chance, lookalike_share
 from .losses import (margin_ce, MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, cb_weights, ClassBalancedLoss,
-                     ldam_margins, LDAMLoss, posthoc_adjust, LogitAdjustedLoss, BalancedSoftmaxLoss, PairwiseWindowLoss)
+                     ldam_margins, LDAMLoss, posthoc_adjust, LogitAdjustedLoss, BalancedSoftmaxLoss)
 from .models import SmallResNet, resnet32, small_resnet, lt_resnet10, lt_resnet18, NormedLinear, cosine_head, paper_schedule
 from .persist import sidecar_path
 from .data import (class_counts, long_tail_counts, long_tail_indices, arrays_lt_dls, fashion_mnist_lt, glyphs_lt, cifar_lt,
@@ -18,7 +20,7 @@ from .interpret import (confusion_from_preds, tail_confusion_table, compare_conf
 
 __all__ = ['SimilarityWindow', 'embed_1d', 'window_members', 'swr_weights', 'swm_margins', 'window_chance', 'lookalike_share',
            'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss',
-           'ldam_margins', 'LDAMLoss', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'PairwiseWindowLoss',
+           'ldam_margins', 'LDAMLoss', 'posthoc_adjust', 'LogitAdjustedLoss', 'BalancedSoftmaxLoss',
            'SmallResNet', 'resnet32', 'small_resnet', 'lt_resnet10', 'lt_resnet18', 'NormedLinear', 'cosine_head', 'paper_schedule',
            'sidecar_path',
            'class_counts', 'long_tail_counts', 'long_tail_indices', 'arrays_lt_dls', 'fashion_mnist_lt', 'glyphs_lt', 'cifar_lt',

@@ -32,3 +32,9 @@ def test_patches_applied():
     from fastai.interpret import ClassificationInterpretation
     assert hasattr(Learner, 'fit_paper') and hasattr(Learner, '_fastai_save')
     assert hasattr(ClassificationInterpretation, 'tail_confusions') and hasattr(A.DySWRMLoss, 'from_dls')
+
+def test_experiments_not_in_public_api():
+    "The window-on-LA losses that did not beat logit adjustment stay importable from `losses`, outside the public API"
+    import swrm_fastai.losses as L
+    for name in ('PairwiseWindowLoss', 'TemperedWindowLoss', 'DyPairwiseWindowLoss'):
+        assert name not in A.__all__ and hasattr(L, name), name
