@@ -321,6 +321,8 @@ document_params(LossSwitchCallback)
 # %% ../nbs/04_callback.ipynb #e1949905
 _LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise', 'tempered', 'dypairwise')
 _OWN_START = ('dyswrm', 'dypairwise')  # a learned vector from its own seeded start: no prototypes, no t-SNE
+_LOSS_CLASS = {'dyswrm': DySWRMLoss, 'dyswrm-tsne': DySWRMLoss, 'dypairwise': DyPairwiseWindowLoss,
+               'pairwise': PairwiseWindowLoss, 'tempered': TemperedWindowLoss}  # the others: SWRMLoss.from_window's variants
 
 def _check_window_size(window):
     "W before the number of classes is known: an integer >= 2"
@@ -429,8 +431,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
     # -- the switch
     def already_switched(self):
         "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
-        cls = {'dyswrm': DySWRMLoss, 'dypairwise': DyPairwiseWindowLoss, 'dyswrm-tsne': DySWRMLoss,
-               'pairwise': PairwiseWindowLoss, 'tempered': TemperedWindowLoss}.get(self.loss, SWRMLoss)
+        cls = _LOSS_CLASS.get(self.loss, SWRMLoss)
         if self.loss in _OWN_START: return isinstance(self.learn.loss_func, cls)
         return getattr(self.learn, 'similarity_window', None) is not None and isinstance(self.learn.loss_func, cls)
 
@@ -469,14 +470,14 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def _loss_from_window(self, sw):
         "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
         if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
-        if self.loss == 'pairwise': return PairwiseWindowLoss.from_window(sw, **self.loss_kwargs)
-        if self.loss == 'tempered': return TemperedWindowLoss.from_window(sw, **self.loss_kwargs)
+        if self.loss in _LOSS_CLASS: return _LOSS_CLASS[self.loss].from_window(sw, **self.loss_kwargs)  # pairwise, tempered
         return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
 
     def describe(self, loss):
         if self.loss in _OWN_START:
-            what = 'DySWRM' if self.loss == 'dyswrm' else 'the pairwise loss on a learned vector'
-            return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, beta={self.beta:g}, tau={self.tau:g}"
+            what, strength = ('DySWRM', f"beta={self.beta:g}") if self.loss == 'dyswrm' else \
+                             ('the pairwise loss on a learned vector', f"kappa={loss.kappa:g}")
+            return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, {strength}, tau={self.tau:g}"
         sw = self.window_
         return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}, {self.timings['prototypes']:.2f} s) + "
                 f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "

@@ -692,11 +692,6 @@ def _check_nonneg(**kw):
     for k, v in kw.items():
         if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
 
-def _check_nonneg(**kw):
-    "Each keyword must be a finite number >= 0"
-    for k, v in kw.items():
-        if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
-
 class FixedLine:
     "Mixin for a loss built on a fixed similarity window: `from_window` and `similarity_window` (the diagnostic's input)"
     @classmethod
