@@ -40,7 +40,7 @@ demo: venv data
 	$(BIN)/swrm-bench --quick
 
 nbtest: venv data
-	$(BIN)/nbdev-test --n-workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
 
 pytest: venv data
 	$(BIN)/pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
@@ -74,7 +74,7 @@ readme: venv
 	$(BIN)/python scripts/make_readme.py
 
 bench-speed: venv
-	$(BIN)/python bench/loss_speed.py
+	$(BIN)/python benchmarks/loss_speed.py
 
 slow-tests: venv data
 	$(BIN)/nbdev-test --n-workers 1 --flags slow

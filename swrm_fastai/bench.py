@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_bench.ipynb #e7729ef2
 from __future__ import annotations
-import argparse, json, math, random, sys, time, warnings
+import argparse, json, math, random, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -28,12 +28,14 @@ from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredRewe
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
 from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report
+from .persist import _window_state
+from .core import auto_threads
 from . import data as lt_data
 
 # %% auto #0
 __all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK', 'BenchError',
-           'parse_methods', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data', 'run_bench',
-           'write_results', 'bench_parser', 'main']
+           'parse_methods', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data', 'prepare_out',
+           'run_bench', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
 MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18)
@@ -240,7 +242,7 @@ def _check(cond, msg):
     if not cond: raise BenchError(msg)
 
 def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
-                 methods=None, # method names (default: all; `QUICK_METHODS` with `quick`; `swrm` with a sweep)
+                 methods=None, # method names (default: `PAPER_METHODS`; `QUICK_METHODS` with `quick`; `swrm` with a sweep)
                  seeds=None, # training seeds (default 0, 1, 2; 0 with `quick`)
                  quick:bool=False, # smoke run: few methods, one seed, few epochs, smaller data
                  sweep=None, # `['window=2,3,5', 'beta=0,1']`
@@ -251,7 +253,8 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     _check(dataset in RECIPES, f"unknown dataset {dataset!r}; choose from {', '.join(RECIPES)}")
     kw = {k: v for k, v in kw.items() if v is not None}
     cfg = {**BENCH_DEFAULTS, **RECIPES[dataset], 'dataset': dataset, 'bs': 128, 'imb': 100., 'n_max': None,
-           'data_root': None, 'split_dir': None, 'data_seed': 0, 'quick': quick, 'threads': None, 'bar': IN_NOTEBOOK or sys.stdout.isatty()}
+           'data_root': None, 'split_dir': None, 'data_seed': 0, 'quick': quick, 'threads': None, 'resume': False,
+           'bar': IN_NOTEBOOK or sys.stdout.isatty()}
     if quick: cfg.update(epochs=QUICK['epochs'], n_max=cfg.get('quick_n_max', QUICK['n_max']))
     cfg.update(kw)
     cfg['sweep'] = parse_sweep(sweep)
@@ -307,11 +310,97 @@ def _similarity_window(learn):
     try: return similarity_window_of(learn)
     except ValueError: return None
 
+# %% ../nbs/06_bench.ipynb #c900bd47
+_NOT_SETTINGS = ('methods', 'seeds', 'sweep', 'out', 'resume', 'bar', 'threads', 'argv', 'quick')
+
+def _settings(cfg:dict) -> dict:
+    "What a resumed benchmark must share with the runs already in its folder: everything but the job list and the output options"
+    s = {k: v for k, v in cfg.items() if k not in _NOT_SETTINGS}
+    s['sweep_params'] = sorted(cfg['sweep'])
+    return json.loads(json.dumps(s, default=str))
+
+def prepare_out(cfg:dict) -> Path:
+    "Create the results folder and check that it can be written, before any training; an earlier run's folder only with `resume`"
+    out = Path(cfg['out'])
+    if out.exists() and not out.is_dir(): raise BenchError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out): pass
+    except OSError as e: raise BenchError(f"--out {out}: cannot write a results folder there ({e.strerror or e})") from None
+    conf = out/'config.json'
+    if (out/'runs.csv').exists():
+        if not cfg.get('resume'):
+            raise BenchError(f"--out {out} holds the runs of an earlier benchmark (runs.csv): add --resume to continue it, "
+                             "or choose another folder")
+        old = json.loads(conf.read_text()).get('settings') if conf.exists() else None
+        if old is None: raise BenchError(f"--resume: {conf} is missing or does not record its settings; cannot check that the runs match")
+        new = _settings(cfg)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff: raise BenchError(f"--resume: the runs in {out} used other settings ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
+                                  f"this command has {', '.join(f'{k}={new.get(k)!r}' for k in diff)}")
+    elif not conf.exists():
+        conf.write_text(json.dumps(dict(settings=_settings(cfg), status='running'), indent=1, default=str))
+    return out
+
+# %% ../nbs/06_bench.ipynb #359da2e0
+def _job_key(method:str, seed:int, over:dict) -> tuple:
+    "What identifies a run in `runs.csv`: (method, seed, swept parameter, swept value)"
+    k, v = next(iter(over.items())) if over else ('', None)
+    return (method, int(seed), k, None if v is None else float(v))
+
+def _row_key(r:dict) -> tuple:
+    p = r.get('param'); p = p if isinstance(p, str) else ''
+    return (r['method'], int(r['seed']), p, float(r['value']) if p else None)
+
+def _run_file(out:Path, key:tuple) -> Path:
+    m, s, p, v = key
+    return out/'runs'/(f"{m}-seed{s}" + (f"-{p}{v:g}" if p else '') + '.pt')
+
+def _append_csv(df:pd.DataFrame, fname:Path):
+    "Append rows to a CSV file, writing the header when the file is new"
+    df.to_csv(fname, mode='a', header=not fname.exists(), index=False)
+
+# %% ../nbs/06_bench.ipynb #331b9f63
+def _kept_state(cm, sw) -> dict: return dict(cm=torch.from_numpy(cm.astype(np.int32)), window=None if sw is None else _window_state(sw))
+
+def _load_done(out:Path, cfg:dict):
+    "The rows, per-class accuracies and kept confusion matrices/windows of the runs already in `out` (with `resume`)"
+    if not (cfg.get('resume') and (out/'runs.csv').exists()): return [], [], {}
+    rows = pd.read_csv(out/'runs.csv').to_dict('records')
+    pcs = [pd.read_csv(out/'per_class.csv')] if (out/'per_class.csv').exists() else []
+    kept = {}
+    for r in rows:
+        f = _run_file(out, _row_key(r))
+        if int(r['seed']) != cfg['seeds'][0] or _row_key(r)[2] or not f.exists(): continue
+        st = torch.load(f, weights_only=True)
+        kept[r['method']] = dict(cm=st['cm'].numpy().astype(np.int64), window=None if st['window'] is None else SimilarityWindow(**st['window']))
+    return rows, pcs, kept
+
 # %% ../nbs/06_bench.ipynb #77181b2e
+def _run_line(method:str, seed:int, over:dict, scores:dict, look:dict, seconds:float) -> str:
+    "The line printed when a run ends: its scores, time and, with a window, the look-alike diagnostic"
+    tag = ''.join(f' {k}={v:g}' for k, v in over.items())
+    line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(scores[s], None)}" for s in SCORES)
+            + f" ({seconds:.0f} s)")
+    if not math.isnan(look['lookalike_share']):
+        line += (f"; look-alike pairs sharing a window {look['lookalike_pairs_shared']}/{look['lookalike_pairs']} = "
+                 f"{100 * look['lookalike_share']:.0f}% (chance {100 * look['lookalike_chance']:.0f}%)")
+    return line
+
+def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int) -> dict:
+    "One row of `runs.csv`: scores, times (wall and CPU), the switch cost and the look-alike diagnostic"
+    et, nan, tm = res['epoch_times'], float('nan'), res['switch_timings'] or {}
+    return dict(method=res['method'], seed=res['seed'], **extra, **scores, train_time_s=res['train_time'],
+                train_cpu_s=res['train_cpu'], eval_time_s=res['eval_time'], epoch_time_s=float(np.mean(et)) if et else nan,
+                switch_time_s=res['switch_time'] if res['switch_time'] is not None else nan,
+                prototypes_time_s=tm.get('prototypes', nan), embedding_time_s=tm.get('embedding', nan), threads=threads, **look)
+
+# %% ../nbs/06_bench.ipynb #94ee6f62
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
              ) -> dict:
-    "Train and evaluate every job of `cfg`; per-seed scores, per-class accuracies and what the plots need"
+    "Train and evaluate every job of `cfg`, each run's row written to `cfg['out']` as it ends; scores, per-class accuracies, plots' inputs"
+    out = prepare_out(cfg)
     if cfg.get('threads'): torch.set_num_threads(cfg['threads'])
     dls = load_data(cfg) if dls is None else dls
     counts, names = class_counts(dls).cpu(), [str(o) for o in dls.vocab]
@@ -319,36 +408,35 @@ def run_bench(cfg:dict, # from `bench_config`
         try: check_window(w, len(counts))
         except ValueError as e: raise BenchError(f"{cfg['dataset']}: {e}") from None
     in_ch, jobs, groups = _input_channels(dls), _bench_jobs(cfg), getattr(dls, 'lookalikes', None)
-    mb = master_bar(jobs) if cfg['bar'] else None
+    rows, per_class, kept = _load_done(out, cfg)
+    todo = [j for j in jobs if _job_key(*j) not in {_row_key(r) for r in rows}]
+    mb = master_bar(todo) if cfg['bar'] and todo else None
     say = mb.write if mb is not None else partial(print, flush=True)
-    rows, per_class, kept, log, start = [], [], {}, [], time.perf_counter()
-    for i, (method, seed, over) in enumerate(mb if mb is not None else jobs):
-        res = fit_method(dls, method, seed, {**cfg, **over}, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(jobs)}:')
+    if len(todo) < len(jobs): say(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} runs already there, {len(todo)} to go")
+    log, start = [], time.perf_counter()
+    for i, (method, seed, over) in enumerate(mb if mb is not None else todo):
+        threads, c = cfg['threads'] or auto_threads(), {**cfg, **over}
+        tag = ''.join(f' {k}={v:g}' for k, v in over.items())
+        say(f"run {i+1}/{len(todo)}: {METHODS[method][0]}{tag}, seed {seed}, {c['epochs']} epochs, {threads} thread{'s' * (threads > 1)}")
+        res = fit_method(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
         scores, pc = run_scores(res['preds'], res['targs'], counts, names)
-        et, extra = res['epoch_times'], {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
+        extra = {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
         sw = _similarity_window(res['learn'])
         look = lookalike_row(sw, groups, names)
-        row = dict(method=method, seed=seed, **extra, **scores, train_time_s=res['train_time'], train_cpu_s=res['train_cpu'], eval_time_s=res['eval_time'],
-                   epoch_time_s=float(np.mean(et)) if et else float('nan'),
-                   switch_time_s=res['switch_time'] if res['switch_time'] is not None else float('nan'),
-                   prototypes_time_s=(res['switch_timings'] or {}).get('prototypes', float('nan')),
-                   embedding_time_s=(res['switch_timings'] or {}).get('embedding', float('nan')), **look)
-        rows.append(row)
-        per_class.append(pc.assign(method=method, seed=seed, **extra))
-        tag = ''.join(f' {k}={v:g}' for k, v in over.items())
-        line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(scores[s], None)}" for s in SCORES)
-                + f" ({res['train_time']:.0f} s)")
-        if not math.isnan(look['lookalike_share']):
-            line += (f"; look-alike pairs sharing a window {look['lookalike_pairs_shared']}/{look['lookalike_pairs']} = "
-                     f"{100 * look['lookalike_share']:.0f}% (chance {100 * look['lookalike_chance']:.0f}%)")
-        say(line); log += [f'{method}{tag} seed {seed}: {m}' for m in res['messages']] + [line.strip()]
+        rows.append(_run_row(res, scores, look, extra, threads))
+        per_class.append(pc.assign(method=method, seed=seed, **extra).rename_axis('class').reset_index())
+        _append_csv(pd.DataFrame(rows[-1:]), out/'runs.csv'); _append_csv(per_class[-1], out/'per_class.csv')
+        line = _run_line(method, seed, over, scores, look, res['train_time'])
+        say(line); new = [f'{method}{tag} seed {seed}: {m}' for m in res['messages']] + [line.strip()]
+        with open(out/'log.txt', 'a') as f: f.write('\n'.join(new) + '\n')
+        log += new
         if seed == cfg['seeds'][0] and not over:
-            kept[method] = dict(cm=confusion_from_preds(res['preds'], res['targs'], len(counts)),
-                                window=sw)
+            kept[method] = dict(cm=confusion_from_preds(res['preds'], res['targs'], len(counts)), window=sw)
+            (out/'runs').mkdir(exist_ok=True)
+            torch.save(_kept_state(kept[method]['cm'], sw), _run_file(out, _job_key(method, seed, over)))
         del res
-    per_class = pd.concat(per_class).rename_axis('class').reset_index()
-    return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=per_class, kept=kept, counts=counts, names=names,
-                lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
+    return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=pd.concat(per_class, ignore_index=True), kept=kept, counts=counts,
+                names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
 
 # %% ../nbs/06_bench.ipynb #cc3d99b4
 def write_results(res:dict, # from `run_bench`
@@ -358,10 +446,10 @@ def write_results(res:dict, # from `run_bench`
     cfg = res['cfg']
     out = Path(out or cfg['out'])
     rep = write_report(res, out, labels=_labels())
-    (out/'log.txt').write_text('\n'.join(res['log']) + '\n')
+    if not (out/'log.txt').exists(): (out/'log.txt').write_text('\n'.join(res['log']) + '\n')  # run_bench appends to its own
     cost = switch_cost(res['runs'])
     conf = {k: v for k, v in cfg.items() if k != 'out'}
-    conf.update(out=str(out), command='swrm-bench ' + ' '.join(cfg.get('argv') or []), counts=res['counts'].tolist(),
+    conf.update(settings=_settings(cfg), status='finished', out=str(out), command='swrm-bench ' + ' '.join(cfg.get('argv') or []), counts=res['counts'].tolist(),
                 names=res['names'], n_train=int(res['counts'].sum()), lookalikes=res.get('lookalikes'), total_time_s=res['total_time_s'],
                 mean_epoch_time_s=float(res['runs'].epoch_time_s.mean()), switch_cost=cost, versions=library_versions(),
                 plots=rep['plots'], finished=datetime.now(timezone.utc).isoformat(timespec='seconds'))
@@ -380,13 +468,16 @@ def bench_parser() -> argparse.ArgumentParser:
 )
     a = p.add_argument
     a('--dataset', default='fashion-mnist-lt', help=f"one of {', '.join(RECIPES)}")
-    a('--methods', nargs='+', default=None, help=f"subset of {', '.join(METHODS)} (default: all; with --quick: "
-      f"{','.join(QUICK_METHODS)}; with --sweep: swrm)")
+    a('--methods', nargs='+', default=None, help=f"subset of {', '.join(METHODS)} (default: the paper's "
+      f"{len(PAPER_METHODS)}, {','.join(PAPER_METHODS)}; with --quick: {','.join(QUICK_METHODS)}; with --sweep: swrm)")
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
     a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, e.g. window=2,3,5 beta=0,0.5,1,2")
-    a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>)")
+    a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>); checked before training, "
+      "each run's row written to runs.csv as soon as it ends")
+    a('--resume', action='store_true', default=None, help="continue the benchmark in --out: skip the (method, seed, swept value) "
+      "runs already in its runs.csv (the settings must be the same)")
     a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
     a('--bs', type=int, default=None, help="batch size (default 128)")
     a('--lr', type=float, default=None, help="peak learning rate (default: the recipe's)")
@@ -404,8 +495,8 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--model', default=None, help=f"one of {', '.join(MODELS)} (default: the recipe's)")
     a('--data-root', default=None, help="data folder (default: search; ImageNet-LT/Places-LT: the image root; Glyphs-LT: the font folder, default /usr/share/fonts)")
     a('--split-dir', default=None, help="folder of the ImageNet-LT/Places-LT split files (default: --data-root)")
-    a('--threads', type=int, default=None, help="torch CPU threads (default: torch's; use 1 on a shared machine: "
-      "oversubscribed OpenMP threads slow training down by 10x or more)")
+    a('--threads', type=int, default=None, help="torch CPU threads (default: one per core that no other process is "
+      "using, checked before each run; more threads than free cores slow training down 10x or more)")
     a('--bar', dest='bar', action='store_true', default=None, help="progress bars even when stdout is not a terminal")
     a('--no-bar', dest='bar', action='store_false', default=None, help="no progress bars (default when stdout is not a terminal)")
     return p
@@ -424,6 +515,7 @@ def main(argv=None) -> int:
         a['seeds'] = _seeds(a['seeds'])
         cfg = bench_config(**a)
         cfg['argv'] = argv
+        prepare_out(cfg)  # a folder that cannot be written fails now, not after training
         dls = load_data(cfg)
         res = run_bench(cfg, dls)
     except BenchError as e:
@@ -441,7 +533,7 @@ def main(argv=None) -> int:
               f"loss swap): {c['switch_time_s']:.2f} s = "
               f"{c['epochs']:.2f} training epochs ({c['epoch_time_s']:.2f} s/epoch), mean of {c['n_runs']} runs")
     print(f"mean training epoch {res['runs'].epoch_time_s.mean():.2f} s; total {res['total_time_s']/60:.1f} min; "
-          f"loss speed ratios: `make bench-speed` (bench/loss_speed.py)")
+          f"loss speed ratios: `make bench-speed` (benchmarks/loss_speed.py)")
     print(f"results in {w['out']}/")
     return 0
 

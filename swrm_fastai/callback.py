@@ -203,6 +203,19 @@ def reset_trackers(learn) -> list:
         done.append(type(cb).__name__)
     return done
 
+# %% ../nbs/04_callback.ipynb #632c7b44
+def _check_stage2_loss(loss):
+    "A stage-2 loss is a loss module or a loss function: refuse a name or a class with the call that works"
+    if isinstance(loss, str):
+        raise ValueError(f"LossSwitchCallback takes a loss, not the name {loss!r}: for the paper's losses by name use "
+                         f"SimilarityWindowCallback(start_epoch, loss={loss!r}); else pass a loss, e.g. "
+                         "LossSwitchCallback(start_epoch, DySWRMLoss.from_dls(dls, window=15))")
+    if isinstance(loss, type):
+        raise ValueError(f"LossSwitchCallback takes a loss, not the class {loss.__name__}: build it first, e.g. "
+                         f"LossSwitchCallback(start_epoch, {loss.__name__}(...)) (the package's losses also have "
+                         f"{loss.__name__}.from_dls(dls, ...) where they need the training counts)")
+    if not callable(loss): raise ValueError(f"LossSwitchCallback's loss must be a loss module or function, got {type(loss).__name__}")
+
 # %% ../nbs/04_callback.ipynb #58c49d6b
 class LossSwitchCallback(Callback):
     "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
@@ -215,6 +228,7 @@ class LossSwitchCallback(Callback):
         _check_start_epoch(start_epoch)
         if loss is None and type(self).make_loss is LossSwitchCallback.make_loss:
             raise ValueError("LossSwitchCallback needs `loss=`: the loss to switch to at `start_epoch`")
+        if loss is not None: _check_stage2_loss(loss)
         store_attr()
         self.switched, self.switch_epoch, self.switch_time, self.timings, self._timer = False, None, None, {}, EpochTimer()
         self.epochs_trained, self._data_counts = 0, None
@@ -280,6 +294,13 @@ class LossSwitchCallback(Callback):
     def before_epoch(self):
         if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None: return
         if self.epoch >= self.switch_epoch: self.switch()
+
+    def after_fit(self):
+        "Warn when the fit ended (e.g. stopped early) before the switch it planned: the model never trained with stage 2"
+        if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None or self.switch_epoch >= self.n_epoch: return
+        warnings.warn(f"{type(self).__name__}: the fit ended after epoch {self.epoch} of 0..{self.n_epoch - 1} (stopped early?), "
+                      f"before the planned switch at epoch {self.switch_epoch}: the model was trained with "
+                      f"{type(self.learn.loss_func).__name__} only, stage 2 never ran")
 
     def switch(self):
         "Build the stage-2 loss, move it to the model's device, make it `learn.loss_func` and reset the trackers"
@@ -419,14 +440,28 @@ class SimilarityWindowCallback(LossSwitchCallback):
         if self._hook is not None: self._hook.remove(); self._hook = None
     def after_train(self):
         super().after_train(); self._remove_hook()
-    def after_fit(self): self._remove_hook()
+    def after_fit(self): self._remove_hook(); super().after_fit()
     def after_cancel_fit(self): self._remove_hook()
 
     def _epoch_prototypes(self):
+        "Prototypes from the last stage-1 epoch; a class it missed (fastai drops the last partial batch) gets the pass's"
         sums, counts = _all_reduce_sum(self._sums), _all_reduce_sum(self._counts)
         self._sums = self._counts = None
-        _check_present(counts, self.names, 'last stage-1 epoch')
-        return (sums / counts[:, None]).float(), self.data_counts()
+        protos = (sums / counts.clamp(min=1)[:, None]).float()
+        missing = (counts < 1).nonzero().flatten()
+        if len(missing):
+            protos[missing] = self._pass_prototypes()[0][missing]
+            names = [str(self.names[c]) if self.names is not None else str(c) for c in missing.tolist()]
+            self._proto_note = f"; {', '.join(names)} not in the last epoch: from a pass"
+        return protos, self.data_counts()
+
+    def _pass_prototypes(self):
+        "Prototypes and counts from a pass over the training set (with the validation transforms unless `augment`)"
+        dl = self._train_dl()
+        no_aug = not self.augment and hasattr(dl.dataset, 'set_split_idx')  # validation item and batch transforms
+        with (dl.dataset.set_split_idx(1) if no_aug else contextlib.nullcontext()):
+            return class_prototypes(self.learn.model, dl, self.n_classes, self.layer, self.names,
+                                    n_inp=getattr(self.dls, 'n_inp', None), amp_dtype=self._amp_dtype())
 
     # -- the switch
     def already_switched(self):
@@ -447,14 +482,8 @@ class SimilarityWindowCallback(LossSwitchCallback):
     def make_loss(self):
         "The paper's DySWRM (and `dypairwise`) start from their own seeded vector; every other loss models the similarity first"
         if self.loss in _OWN_START: return self._own_start(self.data_counts(), names=self._str_names)
-        t0 = time.perf_counter()
-        if self.prototypes == 'last_epoch' and self._sums is not None: protos, counts = self._epoch_prototypes()
-        else:
-            dl = self._train_dl()
-            no_aug = not self.augment and hasattr(dl.dataset, 'set_split_idx')  # validation item and batch transforms
-            with (dl.dataset.set_split_idx(1) if no_aug else contextlib.nullcontext()):
-                protos, counts = class_prototypes(self.learn.model, dl, self.n_classes, self.layer, self.names,
-                                                  n_inp=getattr(self.dls, 'n_inp', None), amp_dtype=self._amp_dtype())
+        t0, self._proto_note = time.perf_counter(), ''
+        protos, counts = self._epoch_prototypes() if self.prototypes == 'last_epoch' and self._sums is not None else self._pass_prototypes()
         t1 = time.perf_counter()
         positions = embed_1d(protos, seed=self.seed, perplexity=self.perplexity) if dist_info()[0] == 0 else \
                     torch.empty(len(protos), dtype=protos.dtype, device=protos.device)
@@ -479,7 +508,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                              ('the pairwise loss on a learned vector', f"kappa={loss.kappa:g}")
             return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, {strength}, tau={self.tau:g}"
         sw = self.window_
-        return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}, {self.timings['prototypes']:.2f} s) + "
+        return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}{getattr(self, '_proto_note', '')}, {self.timings['prototypes']:.2f} s) + "
                 f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "
                 f"{sw.weights.min().item():.3f}..{sw.weights.max().item():.3f}, margins {sw.margins.min().item():.3f}.."
                 f"{sw.margins.max().item():.3f}; loss {type(loss).__name__} on {next(self.learn.model.parameters()).device}")

@@ -90,7 +90,10 @@ def _as_image(o, n_channels=None):
         if n_channels is None: return PILImage.create(o)
         o = Image.open(o)
     if isinstance(o, Image.Image): o = np.asarray(o.convert('L' if n_channels == 1 else 'RGB'))
-    t = torch.as_tensor(np.asarray(o)) if not isinstance(o, torch.Tensor) else o.as_subclass(torch.Tensor)
+    if not isinstance(o, torch.Tensor):
+        o = np.asarray(o)
+        t = torch.as_tensor(o if o.flags.writeable else o.copy())  # a read-only array (the package's cached data) is copied
+    else: t = o.as_subclass(torch.Tensor)
     if t.ndim == 2: t = t[None]
     elif t.ndim == 3 and t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3): t = t.permute(2, 0, 1)
     if t.ndim != 3: raise ValueError(f"expected an image of shape HxW, HxWxC or CxHxW, got shape {tuple(t.shape)}")

@@ -20,7 +20,7 @@ from .similarity import _plain
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
            'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
-           'plot_class_weights', 'learner_counts', 'similarity_window_of']
+           'plot_class_weights', 'learner_counts', 'similarity_window_of', 'loss_label']
 
 # %% ../nbs/05_interpret.ipynb #5bda54a5
 def _check_confusion(cm, # confusion matrix, `cm[true, predicted]`
@@ -149,9 +149,10 @@ def _empty_reason(df, n, head, a, many, few, min_pct):
 # %% ../nbs/05_interpret.ipynb #c0ee2ce4
 def compare_confusions(table:pd.DataFrame, # a `tail_confusion_table` of the first model
                        other, # the second model's confusion matrix on the same classes, `cm[true, predicted]`
-                       labels=('CE', 'SWRM'), # names of the first and second model
+                       labels:tuple|None=None, # names of the first and second model (required: a matrix does not know its model)
                       ) -> pd.DataFrame:
     "`table` with the percentage of each (true, predicted) pair for both models and the change"
+    if labels is None: raise ValueError("pass labels=(name of the table's model, name of the other model), e.g. labels=('CE', 'SWRM')")
     if isinstance(table, pd.DataFrame) is False or not {'true_idx', 'pred_idx', 'pct'} <= set(table.columns):
         raise ValueError("table must be a DataFrame from `tail_confusion_table` (with true_idx, pred_idx and pct columns)")
     if isinstance(other, pd.DataFrame):
@@ -316,11 +317,32 @@ def similarity_window_of(learn, # a fastai `Learner`
                          "(which sets `learn.similarity_window`) or with a `DySWRMLoss`")
     return sw
 
+# %% ../nbs/05_interpret.ipynb #0e6cfa98
+def _n_items(dl) -> int|None:
+    "Number of items of a loader (None when it cannot tell)"
+    try: return len(dl.dataset)
+    except TypeError: return None
+
+_SHORT_NAMES = {'CrossEntropyLossFlat': 'CE', 'CrossEntropyLoss': 'CE', 'cross_entropy': 'CE', 'FocalLossFlat': 'Focal',
+                'LabelSmoothingCrossEntropyFlat': 'LS-CE', 'LabelSmoothingCrossEntropy': 'LS-CE'}
+
+def loss_label(loss) -> str:
+    "A short name for the loss a model trained with: CE, Focal, SWRM, DySWRM, LDAM, ClassBalanced, ..."
+    name = loss.__name__ if callable(loss) and hasattr(loss, '__name__') else type(loss).__name__
+    if name in _SHORT_NAMES: return _SHORT_NAMES[name]
+    for suffix in ('LossFlat', 'Loss'):
+        if name.endswith(suffix) and len(name) > len(suffix): return name[:-len(suffix)]
+    return name
+
 # %% ../nbs/05_interpret.ipynb #72b0515e
 @patch
 def lt_preds(self:ClassificationInterpretation):
     "Probabilities, targets and decoded predictions on `self.dl` (computed once, then cached)"
     if getattr(self, '_lt_preds', None) is None:
+        if _n_items(self.dl) == 0:
+            raise ValueError("this interpretation has no data: `from_learner` took the learner's validation set, which is empty "
+                             "(a learner from `load_learner` keeps no data); pass the data to interpret: "
+                             "ClassificationInterpretation.from_learner(learn, dl=learn.dls.test_dl(items, with_labels=True))")
         preds, targs, dec = self.learn.get_preds(dl=self.dl, with_decoded=True, act=self.act)
         self._lt_preds = tuple(_plain(o).detach().cpu() for o in (preds, targs, dec))
     return self._lt_preds
@@ -342,7 +364,7 @@ def tail_confusions(self:ClassificationInterpretation,
                     top:int|None=20, # keep the `top` rows with the largest percentages (None: all)
                     min_pct:float=0., # keep rows with at least this percentage
                     compare=None, # another model's `ClassificationInterpretation` (or confusion matrix) on the same test set
-                    labels=('CE', 'SWRM'), # names of this model and of `compare`
+                    labels:tuple|None=None, # names of this model and of `compare` (default: their losses', see `loss_label`)
                     many:int=100, # head classes have more than `many` training samples
                     few:int=20, # few-shot classes have fewer than `few` training samples
                    ) -> pd.DataFrame:
@@ -353,7 +375,11 @@ def tail_confusions(self:ClassificationInterpretation,
     if isinstance(compare, ClassificationInterpretation):
         if list(map(str, compare.vocab)) != list(map(str, self.vocab)):
             raise ValueError("the two interpretations have different class vocabularies")
+        if labels is None:
+            labels = (loss_label(self.learn.loss_func), loss_label(compare.learn.loss_func))
+            if labels[0] == labels[1]: raise ValueError(f"both models trained with {labels[0]}: name them with labels=(this, other)")
         compare = compare.lt_confusion_matrix()
+    elif labels is None: raise ValueError("`compare` is a confusion matrix: name the two models with labels=(this, other)")
     return compare_confusions(tab, compare, labels)
 
 # %% ../nbs/05_interpret.ipynb #c759e08b

@@ -197,7 +197,7 @@ def _write_tables(res:dict, out:Path, labels:dict) -> str:
         wide[[m for m in cfg['methods']]].reset_index().to_csv(out/'per_class_mean.csv', index=False)
     table = markdown_table(score_table(summary, by, labels=labels))
     head = (f"# {cfg['dataset']}: top-1 accuracy (%) on the balanced test set, mean ± std over seeds {cfg['seeds']}\n\n"
-            f"imbalance {cfg['imb']:g}, n_max {cfg['n_max'] or 'default'}, {cfg['epochs']} epochs, model {cfg['model']}, "
+            f"imbalance {cfg['imb']:g}, n_max {int(res['counts'].max())}, {cfg['epochs']} epochs, model {cfg['model']}, "
             f"W={cfg['window']}, beta={cfg['beta']:g}, switch at epoch {resolve_epoch(float(cfg['switch']), cfg['epochs'])}\n\n")
     (out/'table.md').write_text(head + table)
     return table

@@ -66,8 +66,14 @@ def check_counts(counts, # per-class training counts (in class order, or a dict 
                  n_classes:int|None=None, # expected number of classes, if known
                  names=None, # class names in class order: used in error messages and to align a dict / Series
                 ) -> Tensor:
-    "Validate per-class training counts (1-D, finite, every class >= 1) and return them as a float tensor"
+    "Validate per-class training counts (1-D, finite, whole numbers, every class >= 1) and return them as a float tensor"
     n = _per_class_vector(_align_counts(counts, names), 'counts', n_classes)
+    frac = (n != n.round()).nonzero().flatten().tolist()
+    if frac:
+        c = frac[0]; name = f" ({names[c]!r})" if names is not None else ""
+        raise ValueError(f"class {c}{name} has training count {n[c].item():g}: counts are numbers of training samples, "
+                         f"whole numbers ({len(frac)} class(es) not); turn estimated frequencies into counts first, e.g. "
+                         "round(frequency * number of training samples)")
     bad = (n < 1).nonzero().flatten().tolist()
     if bad:
         c = bad[0]; name = f" ({names[c]!r})" if names is not None else ""

@@ -260,3 +260,64 @@ def test_glyph_run_tables(glyph_run):
         rows = [l for l in (glyph_run/f).read_text().splitlines() if l.startswith('|')]
         n = len(re.split(r'(?<!\\)\|', rows[0]))
         assert all(len(re.split(r'(?<!\\)\|', l)) == n for l in rows), f
+
+# ---------------------------------------------------------------- the results folder: checked first, growing, resumable
+def _no_training(monkeypatch):
+    "Make any training fail loudly: the checks below must come before the first batch"
+    import swrm_fastai.bench as B
+    def boom(*a, **k): raise AssertionError("trained before the results folder was checked")
+    monkeypatch.setattr(B, 'fit_method', boom)
+
+def test_out_is_checked_before_training(tmp_path, monkeypatch, capsys):
+    _no_training(monkeypatch)
+    afile = tmp_path/'afile'; afile.write_text('x')
+    for out, msg in ((afile, 'exists and is not a folder'), ('/proc/nope', 'cannot write a results folder there')):
+        assert main(['--quick', '--out', str(out), '--no-bar']) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count('\n') == 1 and 'Traceback' not in err
+
+def test_growing_results_survive_a_failure_and_resume(fmnist_dir, tmp_path, monkeypatch, capsys):
+    "A run that fails keeps the rows finished before it; --resume skips them and refuses other settings"
+    import swrm_fastai.bench as B
+    out = tmp_path/'res'
+    argv = ['--methods', 'ce,swrm', '--data-root', str(fmnist_dir), '--out', str(out)] + COMMON
+    real, calls = B.fit_method, []
+    def fail_on_swrm(dls, method, seed, *a, **k):
+        if method == 'swrm': raise RuntimeError('simulated crash')
+        calls.append((method, seed)); return real(dls, method, seed, *a, **k)
+    monkeypatch.setattr(B, 'fit_method', fail_on_swrm)
+    with pytest.raises(RuntimeError, match='simulated crash'): main(argv)
+    rows = pd.read_csv(out/'runs.csv')
+    assert rows[['method', 'seed']].values.tolist() == [['ce', 0], ['ce', 1]] and calls == [('ce', 0), ('ce', 1)]
+    assert set(pd.read_csv(out/'per_class.csv').method) == {'ce'} and (out/'runs'/'ce-seed0.pt').exists()
+    # the same command again: refused, the finished runs are not overwritten
+    assert main(argv) == 2 and 'add --resume' in capsys.readouterr().err
+    # other settings: refused, naming what differs
+    assert main([*argv, '--resume', '--lr', '0.05']) == 2 and 'lr=0.1' in capsys.readouterr().err
+    calls.clear(); monkeypatch.setattr(B, 'fit_method', lambda *a, **k: (calls.append(a[1:3]), real(*a, **k))[1])
+    assert main([*argv, '--resume']) == 0
+    assert calls == [('swrm', 0), ('swrm', 1)]  # the two CE runs were not trained again
+    rows = pd.read_csv(out/'runs.csv')
+    assert rows[['method', 'seed']].values.tolist() == [['ce', 0], ['ce', 1], ['swrm', 0], ['swrm', 1]]
+    assert rows.threads.tolist() == [1] * 4
+    t = pd.read_csv(out/'tail_confusions.csv')  # CE's confusion matrix came back from runs/ce-seed0.pt
+    assert {'pct_CE', 'pct_SWRM'} <= set(t.columns)
+    assert set(pd.read_csv(out/'results.csv').method) == {'ce', 'swrm'}
+    assert json.loads((out/'config.json').read_text())['status'] == 'finished'
+    assert 'resuming' in capsys.readouterr().out
+
+def test_each_run_announced(fmnist_dir, tmp_path, capsys):
+    "A line when each run starts (method, seed, epochs, threads), so a slow run is visibly alive"
+    argv = ['--methods', 'ce', '--data-root', str(fmnist_dir), '--out', str(tmp_path/'r')] + COMMON
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert 'run 1/2: CE, seed 0, 2 epochs, 1 thread\n' in out and 'run 2/2: CE, seed 1, 2 epochs, 1 thread\n' in out
+
+def test_help_texts(capsys):
+    "--help names the default methods (the paper's 10) and the new options; table.md gives n_max as a number"
+    from swrm_fastai.bench import bench_parser, PAPER_METHODS
+    h = bench_parser().format_help()
+    assert "default: the paper's 10, " + ','.join(PAPER_METHODS) in ' '.join(h.split()) and '--resume' in h
+
+def test_table_names_n_max(tiny_run):
+    assert f'n_max {N_MAX},' in (tiny_run/'table.md').read_text()

@@ -396,3 +396,49 @@ def test_switch_from_an_untrained_model_warns(img_path):
         warnings.simplefilter('error')
         learn.fit(1, 1e-3, cbs=SimilarityWindowCallback(0, window=5, verbose=False))
     assert isinstance(learn.loss_func, SWRMLoss)
+
+def test_stage2_loss_refused_at_construction():
+    "A name or a class is not a loss: refused at once, with the call that works"
+    with pytest.raises(ValueError, match=r"not the name 'dyswrm': .*SimilarityWindowCallback\(start_epoch, loss='dyswrm'\)"):
+        LossSwitchCallback(1, 'dyswrm')
+    with pytest.raises(ValueError, match=r"not the class DySWRMLoss: .*DySWRMLoss.from_dls\(dls"): LossSwitchCallback(1, DySWRMLoss)
+    with pytest.raises(ValueError, match='loss module or function, got int'): LossSwitchCallback(1, 3)
+    LossSwitchCallback(1, CrossEntropyLossFlat()); LossSwitchCallback(1, nn.functional.cross_entropy)  # modules and functions are fine
+
+def test_stopped_before_the_switch_warns(img_path):
+    "EarlyStoppingCallback stops the fit in stage 1: a warning names the epoch and the switch that never came"
+    cb = SimilarityWindowCallback(3, window=5, verbose=False)
+    stop = EarlyStoppingCallback(min_delta=1e9, patience=0)  # no epoch improves by 1e9: stops after epoch 1
+    learn = make_learner(img_path, cbs=[cb, stop])
+    with learn.no_bar(), learn.no_logging(), pytest.warns(UserWarning, match=r'ended after epoch 1 of 0\.\.5 .*planned switch at epoch 3'):
+        learn.fit(6, 1e-3)
+    assert not cb.switched and isinstance(learn.loss_func, CrossEntropyLossFlat)
+    # a fit that reaches the switch does not warn
+    learn = make_learner(img_path, cbs=SimilarityWindowCallback(1, window=5, verbose=False))
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('error'); learn.fit(2, 1e-3)
+
+class SeenClasses(Callback):
+    "The classes of the training batches of epoch `epoch`"
+    def __init__(self, epoch): self.at, self.seen = epoch, set()
+    def after_batch(self):
+        if self.training and self.epoch == self.at: self.seen |= set(self.yb[0].as_subclass(torch.Tensor).tolist())
+
+def test_last_epoch_prototypes_fall_back_to_a_pass(img_path):
+    "fastai drops the last partial batch: a class missing from the last stage-1 epoch gets its prototype from a pass"
+    from fastai.torch_core import set_seed
+    for seed in range(20):
+        set_seed(seed, reproducible=True)
+        seen, log = SeenClasses(0), LossLog(snap_epoch=1)
+        cb = SimilarityWindowCallback(1, window=5, prototypes='last_epoch', verbose=False)
+        torch.manual_seed(0)
+        learn = vision_learner(make_dls(img_path, bs=35), resnet18, pretrained=False, loss_func=CrossEntropyLossFlat(),
+                               cbs=[seen, log, cb])  # 69 images, batches of 35: 34 dropped in each epoch
+        with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
+        missing = sorted(set(range(len(COUNTS))) - seen.seen)
+        if missing: break
+    assert missing, "no seed left a class out of the last stage-1 epoch"
+    assert cb.switched and f"{', '.join(VOCAB[c] for c in missing)} not in the last epoch: from a pass" in cb.messages[-1]
+    protos, _ = features_by_hand(log.snap, learn.dls)  # the pass, by hand, on the model the switch saw
+    torch.testing.assert_close(cb.prototypes_[missing], protos[missing], rtol=1e-4, atol=1e-5)
+    assert learn.similarity_window.counts.tolist() == COUNTS  # the weights still use the full training counts

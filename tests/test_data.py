@@ -331,3 +331,16 @@ def test_glyph_full_build_twice(tmp_path):
     "The full default build (10,847 + 10,000 images) twice, without a cache: the same bytes"
     a, b = D.load_glyphs(cache=False), D.load_glyphs(cache=False)
     assert len(a[0]) == 10847 and len(a[2]) == 10000 and all(u.tobytes() == v.tobytes() for u, v in zip(a, b))
+
+def test_predict_on_read_only_arrays_is_silent():
+    "The package's cached arrays are read-only: predicting on one of them gives no torch 'not writable' warning"
+    import warnings
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8); y = np.repeat(np.arange(4), 10)
+    x.flags.writeable = False
+    dls = D.images_dls(x[:32], y[:32], x[32:], y[32:], list('abcd'), bs=8, batch_tfms=[])
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), loss_func=CrossEntropyLossFlat())
+    with learn.no_bar(), warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*not writable')
+        pred = learn.predict(x[0])
+    assert pred[0] in list('abcd') and not x.flags.writeable

@@ -79,7 +79,7 @@ def test_hand_built_table_and_compare():
     np.testing.assert_allclose(cmp.change, [-30., 10., 0.])
     empty = tail_confusion_table(np.diag([10] * 5), counts, names)
     assert len(empty) == 0 and list(empty.columns) == TAIL_COLUMNS
-    assert list(compare_confusions(empty, cm_b).columns) == list(cmp.columns)
+    assert list(compare_confusions(empty, cm_b, labels=('CE', 'SWRM')).columns) == list(cmp.columns)
 
 
 def test_tail_confusions_match_get_preds(learn):
@@ -133,6 +133,21 @@ def test_load_learner(learn, tmp_path):
     check_table(interp2.tail_confusions(counts=COUNTS, top=None), expected_rows(probs, targs, COUNTS))
     assert interp2.tail_confusions(counts=COUNTS).equals(interp.tail_confusions())
     assert png_ok(interp2.plot_lt_confusion_matrix(counts=COUNTS), tmp_path)
+    # without dl=, from_learner takes the exported learner's validation set, which is empty: say what to pass
+    empty = ClassificationInterpretation.from_learner(learn2)
+    with pytest.raises(ValueError, match=r'no data: .*test_dl\(items, with_labels=True\)'): empty.tail_confusions(counts=COUNTS)
+
+
+def test_compare_labels_from_losses(learn):
+    "tail_confusions(compare=...) names the columns after each model's loss; equal losses or a bare matrix need labels="
+    i_ce = ClassificationInterpretation.from_learner(learn)
+    i_bs = ClassificationInterpretation.from_learner(blobs_learner(L.BalancedSoftmaxLoss(COUNTS)))
+    cmp = i_ce.tail_confusions(top=None, compare=i_bs)
+    assert list(cmp.columns[-3:]) == ['pct_CE', 'pct_BalancedSoftmax', 'change']
+    assert list(i_bs.tail_confusions(top=None, compare=i_ce).columns[-3:]) == ['pct_BalancedSoftmax', 'pct_CE', 'change']
+    with pytest.raises(ValueError, match='both models trained with CE'): i_ce.tail_confusions(compare=i_ce)
+    with pytest.raises(ValueError, match='confusion matrix: name the two models'): i_ce.tail_confusions(compare=i_bs.lt_confusion_matrix())
+    assert list(i_ce.tail_confusions(compare=i_ce, labels=('a', 'b')).columns[-3:]) == ['pct_a', 'pct_b', 'change']
 
 
 def blob_window(): return SimilarityWindow(COUNTS, torch.tensor([0., 3., 6., 1., 4., 7.]), window=3, names=NAMES)

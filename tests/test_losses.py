@@ -219,3 +219,12 @@ def test_dyswrm_fp16_fit_on_cuda(tmp_path):
     learn.save('gpu')
     learn2 = make_learner(nn.CrossEntropyLoss(), tmp_path); learn2.load('gpu')
     assert torch.equal(learn2.loss_func.positions.detach().cpu(), lf.positions.detach().cpu())
+
+@pytest.mark.parametrize('name', ['swrm', 'dyswrm', 'cb', 'ldam', 'la', 'bs'])
+def test_fractional_counts_refused(name):
+    "Counts are numbers of training samples: a fractional count is refused by every count-taking loss, naming the class"
+    c = [30, 20, 10.5, 5, 3, 2]
+    make = dict(swrm=lambda: SWRMLoss.from_window(SimilarityWindow(c, torch.arange(6.), 3)), dyswrm=lambda: DySWRMLoss(c, 3),
+                cb=lambda: ClassBalancedLoss(c), ldam=lambda: LDAMLoss(c), la=lambda: LogitAdjustedLoss(c),
+                bs=lambda: BalancedSoftmaxLoss(c))[name]
+    with pytest.raises(ValueError, match=r'class 2 has training count 10\.5: counts are numbers of training samples'): make()

@@ -1,0 +1,31 @@
+"""Execute notebooks in place and store their outputs (then `nbdev-clean` them): `python scripts/run_nbs.py nbs/04_callback.ipynb ...`
+
+Runs each notebook in its own process from `nbs/` with one torch thread, the torch.jit deprecation warning that importing fastai
+triggers silenced, and stops at the first error (the notebook is then left unchanged)."""
+import os, subprocess, sys, time
+from pathlib import Path
+
+RUN = r'''
+import sys, warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+from execnb.shell import CaptureShell
+from fastcore.nbio import read_nb, write_nb
+import re
+SKIP = re.compile(r'^#\|\s*(slow|cuda|eval:\s*false)\s*$', re.M)  # what nbdev-test skips without --flags
+def skip(cell): return cell.cell_type != 'code' or bool(SKIP.search(cell.source))
+nb = read_nb(sys.argv[1])
+CaptureShell(path='.').run_all(nb, exc_stop=True, preproc=skip)
+write_nb(nb, sys.argv[1])
+'''
+
+def main(paths):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
+    for p in paths:
+        p = Path(p).resolve(); t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, '-c', RUN, str(p)], cwd=root/'nbs', env=env)
+        if r.returncode: sys.exit(f"run_nbs: {p.name} failed")
+        print(f"{p.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    subprocess.run([str(Path(sys.executable).parent/'nbdev-clean')], cwd=root, check=True)
+
+if __name__ == '__main__': main(sys.argv[1:])
