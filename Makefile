@@ -9,7 +9,7 @@ GLYPH_FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-b
   fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-inconsolata
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv data nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
+.PHONY: demo test venv data data-fmnist data-fonts nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Fashion-MNIST and the fonts of Glyphs-LT from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
-data:
+# `make demo` needs Fashion-MNIST only; the tests need both.
+data: data-fmnist data-fonts
+
+data-fmnist:
 	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
@@ -28,6 +31,8 @@ data:
 	    echo "warning: could not apt-get install dataset-fashion-mnist"; \
 	  else echo "note: $(FMNIST) missing and not root; set SWRM_DATA or let torchvision download"; fi; \
 	fi
+
+data-fonts:
 	@if ! dpkg -s $(GLYPH_FONTS) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -q $(GLYPH_FONTS) >/dev/null 2>&1 || \
@@ -36,10 +41,11 @@ data:
 	  else echo "note: Glyphs-LT fonts missing and not root; sudo apt-get install $(GLYPH_FONTS)"; fi; \
 	fi
 
-demo: venv data
+demo: venv data-fmnist
 	$(BIN)/swrm-bench --quick
 
 nbtest: venv data
+	# two notebooks at a time on the two cores, one torch thread each (two each would spin against each other)
 	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2
 
 pytest: venv data

@@ -472,7 +472,7 @@ def bench_parser() -> argparse.ArgumentParser:
       f"{len(PAPER_METHODS)}, {','.join(PAPER_METHODS)}; with --quick: {','.join(QUICK_METHODS)}; with --sweep: swrm)")
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
-      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 idle CPU cores, 3 on a busy machine)")
+      f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 CPU cores, idle or busy)")
     a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, e.g. window=2,3,5 beta=0,0.5,1,2")
     a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>); checked before training, "
       "each run's row written to runs.csv as soon as it ends")
