@@ -27,7 +27,7 @@ from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
-from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report
+from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
 from .persist import _window_state
 from .core import auto_threads
 from . import data as lt_data
@@ -64,9 +64,10 @@ def _one_stage(make):
     "A method trained with one loss from the first epoch: `make(counts, cfg) -> loss`, no callback, the model's own head"
     return lambda counts, cfg: (make(counts, cfg), [], None)
 
-def _ldam_drw(counts, cfg):
-    "LDAM on a cosine head, with deferred re-weighting from the switch epoch (Cao et al. 2019)"
-    return LDAMLoss(counts), [DeferredReweighting(cfg['switch_epoch'], beta=cfg['cb_beta'], verbose=False)], 'cosine'
+def _ldam_drw(counts, cfg, reduction='weighted_mean'):
+    "LDAM on a cosine head, with deferred re-weighting from the switch epoch (Cao et al. 2019; their weighted mean by default)"
+    return (LDAMLoss(counts, reduction=reduction),
+            [DeferredReweighting(cfg['switch_epoch'], beta=cfg['cb_beta'], reduction=reduction, verbose=False)], 'cosine')
 
 # %% ../nbs/06_bench.ipynb #16776249
 def _window_method(variant, stage1=lambda counts: CrossEntropyLossFlat(), **loss_kwargs):
@@ -116,6 +117,7 @@ METHODS = {
     'focal':    ('Focal', _one_stage(lambda counts, cfg: FocalLossFlat(gamma=cfg['focal_gamma']))),
     'cb':       ('CB', _one_stage(lambda counts, cfg: ClassBalancedLoss(counts, beta=cfg['cb_beta']))),
     'ldam-drw': ('LDAM-DRW', _ldam_drw),
+    'ldam-drw-mean': ('LDAM-DRW (1/B mean)', partial(_ldam_drw, reduction='mean')),
     'la':       ('LA', _one_stage(lambda counts, cfg: _la(counts))),
     'bs':       ('Balanced Softmax', _one_stage(lambda counts, cfg: BalancedSoftmaxLoss(counts))),
     'swr':      ('SWR', _window_method('swr')),
@@ -387,13 +389,16 @@ def _run_line(method:str, seed:int, over:dict, scores:dict, look:dict, seconds:f
                  f"{100 * look['lookalike_share']:.0f}% (chance {100 * look['lookalike_chance']:.0f}%)")
     return line
 
+_COMMIT = source_commit()  # recorded in every row: a resumed benchmark may span commits
+
 def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int) -> dict:
     "One row of `runs.csv`: scores, times (wall and CPU), the switch cost and the look-alike diagnostic"
     et, nan, tm = res['epoch_times'], float('nan'), res['switch_timings'] or {}
     return dict(method=res['method'], seed=res['seed'], **extra, **scores, train_time_s=res['train_time'],
                 train_cpu_s=res['train_cpu'], eval_time_s=res['eval_time'], epoch_time_s=float(np.mean(et)) if et else nan,
                 switch_time_s=res['switch_time'] if res['switch_time'] is not None else nan,
-                prototypes_time_s=tm.get('prototypes', nan), embedding_time_s=tm.get('embedding', nan), threads=threads, **look)
+                prototypes_time_s=tm.get('prototypes', nan), embedding_time_s=tm.get('embedding', nan), threads=threads,
+                commit=_COMMIT, **look)
 
 # %% ../nbs/06_bench.ipynb #94ee6f62
 def run_bench(cfg:dict, # from `bench_config`

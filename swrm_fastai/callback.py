@@ -524,12 +524,14 @@ class DeferredReweighting(LossSwitchCallback):
     def __init__(self,
                  start_epoch:int|float, # the deferral epoch: an epoch index, or a fraction of the fit
                  beta:float=0.9999, # class-balanced `beta` (effective number of samples), 0 <= beta < 1
+                 reduction:str='weighted_mean', # of the re-weighted loss: PyTorch's weighted mean, as DRW's reference code; 'mean' = (1/B) sum
                  verbose:bool=True, # print what the switch did
                  reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
         super().__init__(start_epoch, verbose=verbose, reset_trackers=reset_trackers)
         if not (isinstance(beta, numbers.Real) and 0 <= beta < 1): raise ValueError(f"beta must be in [0, 1), got {beta!r}")
-        store_attr('beta')
+        if reduction not in ('mean', 'weighted_mean'): raise ValueError(f"reduction must be 'mean' or 'weighted_mean', got {reduction!r}")
+        store_attr('beta,reduction')
 
     def check_setup(self):
         "Refuse before the first batch: a loss it cannot re-weight, data that is not single-label, a class with no training sample"
@@ -538,12 +540,18 @@ class DeferredReweighting(LossSwitchCallback):
             raise ValueError(f"DeferredReweighting cannot re-weight a {type(lf).__name__}: use a package loss "
                              "(it has `reweighted`) or cross-entropy")
         _check_present(counts, self.names)
+        mix = [type(cb).__name__ for cb in self.learn.cbs if hasattr(cb, 'old_lf') or type(cb).__name__ in ('MixUp', 'CutMix')]
+        if mix and self.reduction == 'weighted_mean':
+            raise ValueError(f"{mix[0]} averages the per-sample losses itself (fastai's reduce_loss knows 'mean' and 'sum'), so the "
+                             "weighted mean cannot be formed: use DeferredReweighting(..., reduction='mean') with it")
 
     def make_loss(self):
         lf, counts = self.learn.loss_func, self.data_counts()
-        if hasattr(lf, 'reweighted'): return lf.reweighted(cb_weights(counts, self.beta))
-        return ClassBalancedLoss(counts, beta=self.beta)
+        if not hasattr(lf, 'reweighted'): return ClassBalancedLoss(counts, beta=self.beta, reduction=self.reduction)
+        new = lf.reweighted(cb_weights(counts, self.beta))
+        new.reduction = self.reduction
+        return new
 
-    def describe(self, loss): return f"class-balanced weights (beta={self.beta}) switched on: {type(loss).__name__}"
+    def describe(self, loss): return f"class-balanced weights (beta={self.beta}, {self.reduction}) switched on: {type(loss).__name__}"
 
 document_params(DeferredReweighting)

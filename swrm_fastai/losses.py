@@ -21,9 +21,9 @@ __all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_
            'tempered_weights', 'TemperedWindowLoss', 'DyPairwiseWindowLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
-_REDUCTIONS = ('mean', 'sum', 'none')
+_REDUCTIONS = ('mean', 'weighted_mean', 'sum', 'none')
 
-def _check_reduction(reduction:str, # 'mean', 'sum' or 'none'
+def _check_reduction(reduction:str, # 'mean', 'weighted_mean', 'sum' or 'none'
                    ) -> str:
     "Validate a reduction name"
     if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -94,6 +94,13 @@ def _prod(*vs):
 
 def _per_class_sum(n, y, v): return v.new_zeros(n).index_add_(0, y, v)
 
+# %% ../nbs/01_losses.ipynb #57cea26a
+def _batch_factor(reduction:str, n:int, wy:Tensor|None, z:Tensor):
+    "What the batch sum is multiplied by: 1/B for 'mean', 1/sum of the targets' weights for 'weighted_mean', else 1"
+    if reduction == 'weighted_mean' and wy is not None: return 1 / wy.sum()  # a tensor: no host read on accelerators
+    if reduction in ('mean', 'weighted_mean'): return 1 / n if n else math.nan
+    return 1.
+
 # %% ../nbs/01_losses.ipynb #8c7c59b3
 def _target_margin(ce, m):
     "`(ce_m, d ce_m / d ce)`: the cross-entropy after adding `m` to the target logit, from the plain `ce`"
@@ -131,23 +138,26 @@ class _MarginCE(torch.autograd.Function):
         loss, dh = (ce, None) if not gamma else _focal(ce, gamma)
         wy = None if w is None else w.gather(0, y)
         out = loss if wy is None else loss * wy
-        if reduction != 'none': out = out.mean() if reduction == 'mean' else out.sum()
+        red = _batch_factor(reduction, N, wy, z)          # d out / d out_b: 1/B, 1/sum_b w_yb or 1
+        if reduction != 'none': out = out.sum() * red if reduction != 'sum' else out.sum()
         dce = _prod(dh, wy)                                # d out_b / d ce_m, before the reduction (None: 1)
         dm = None
         if k is not None and m.requires_grad:              # d ce_m / d (s m) = -(1 - p'_y)
             dm = _prod(dce, torch.expm1(-ce).neg_())
             if scale != 1: dm = dm * scale
-        ctx.save_for_backward(p, y, _prod(dce, k), dm, loss if w is not None and w.requires_grad else None)
-        ctx.red = (1 / N if N else math.nan) if reduction == 'mean' else 1.
+        wl = None if w is None or not w.requires_grad else loss if reduction != 'weighted_mean' else loss - out.detach()
+        ctx.save_for_backward(p, y, _prod(dce, k), dm, wl, red if torch.is_tensor(red) else None)
+        ctx.red = None if torch.is_tensor(red) else red
         ctx.scale, ctx.o_rows = scale, (None if o is None or o.ndim == 1 else o.shape[0])
         return out
 
     @staticmethod
     def backward(ctx, g):
         g = g.detach()  # a closed-form first derivative: under create_graph=True no (wrong) second one
-        p, y, dz, dm, loss = ctx.saved_tensors
+        p, y, dz, dm, loss, red_t = ctx.saved_tensors
         N, C = p.shape
-        g = g * ctx.red if ctx.red != 1 else g
+        red = red_t if red_t is not None else ctx.red
+        g = g * red if torch.is_tensor(red) or red != 1 else g
         need_z, _, need_w, need_m, need_o = ctx.needs_input_grad[:5]
         gz = gw = gm = go = None
         if need_z or need_o or (need_m and dm is None):
@@ -182,7 +192,7 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
               class_offset:Tensor|None=None, # [C] added to every sample's logits (logit adjustment), or [C, C]: row y to class y's
               scale:float=1., # multiplies the adjusted logits (LDAM's s)
               gamma:float=0., # focal exponent; 0 is plain cross-entropy
-              reduction:str='mean', # 'mean' = (1/B) sum, 'sum' or 'none'
+              reduction:str='mean', # 'mean' = (1/B) sum, 'weighted_mean' = sum / sum of the targets' weights (PyTorch's), 'sum' or 'none'
               check:bool|str='auto', # value checks: True, False or 'auto' (on CPU only)
               margin_in_logits:bool|None=None, # add the margin to the logits (see above); None = `_logit_margin_needed`
              ) -> Tensor:
@@ -240,7 +250,7 @@ class MarginCELoss(nn.Module):
                  gamma:float=0., # focal exponent
                  axis:int=-1, # class axis of the logits
                  flatten:bool=True, # flatten inputs and targets (so 'none' returns one value per sample)
-                 reduction:str='mean', # 'mean' = (1/B) sum, 'sum' or 'none'
+                 reduction:str='mean', # 'mean' = (1/B) sum, 'weighted_mean' = PyTorch's weighted mean, 'sum' or 'none'
                  check:bool|str='auto', # value checks of targets and logits: True, False or 'auto' (CPU only)
                 ):
         super().__init__()
@@ -581,7 +591,7 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
         t = self._pull(*self._flat(inp, targ)) * self.pull
         t = t - t.detach()  # worth 0: the loss value is Eq. 4's; only the positions get this term's gradient
         if self.reduction == 'none': return out + t.view(out.shape)
-        return out + (t.mean() if self.reduction == 'mean' else t.sum())
+        return out + (t.sum() if self.reduction == 'sum' else t.mean())
 
     def similarity_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions (for plots and analysis)"
@@ -630,11 +640,13 @@ class LDAMLoss(MarginCELoss):
                  max_m:float=0.5, # the largest margin
                  s:float=30., # logit scale (for cosine logits in [-1, 1])
                  weight=None, # optional [C] class weights (DRW)
-                 **kwargs, # axis, flatten, reduction, check
+                 reduction:str|None=None, # None: 'weighted_mean' with weights (the authors' code), else 'mean' (the same value)
+                 **kwargs, # axis, flatten, check
                 ):
         if not (math.isfinite(max_m) and max_m >= 0): raise ValueError(f"max_m must be a finite number >= 0, got {max_m}")
         m = ldam_margins(counts, max_m)
-        super().__init__(len(m), weight=weight, target_margin=-m, scale=s, **kwargs)
+        if reduction is None: reduction = 'mean' if weight is None else 'weighted_mean'  # fastai's MixUp knows 'mean'
+        super().__init__(len(m), weight=weight, target_margin=-m, scale=s, reduction=reduction, **kwargs)
         self._record(counts=counts, max_m=max_m, s=s, weight=weight)
 
 # %% ../nbs/01_losses.ipynb #a54fe033

@@ -14,8 +14,8 @@ from .callback import resolve_epoch
 
 # %% auto #0
 __all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'summarise', 'fmt_score', 'markdown_table', 'score_table', 'lookalike_row',
-           'lookalike_table', 'fmt_lookalikes', 'tail_confusions_all', 'fmt_confusions', 'switch_cost',
-           'library_versions', 'plot_sweep', 'write_report']
+           'lookalike_table', 'fmt_lookalikes', 'tail_confusions_all', 'fmt_confusions', 'switch_cost', 'source_commit',
+           'cpu_model', 'library_versions', 'plot_sweep', 'write_report']
 
 # %% ../nbs/06a_report.ipynb #98a8aa04
 SCORES = ('overall',) + SHOT_GROUPS
@@ -135,14 +135,31 @@ def switch_cost(runs:pd.DataFrame) -> dict|None:
                 embedding_time_s=float(r.embedding_time_s.mean()), epoch_time_s=ep, epochs=sw / ep, n_runs=len(r))
 
 # %% ../nbs/06a_report.ipynb #90b2f178
+def source_commit() -> str|None:
+    "The git commit of the package's source (with '+dirty' when its files differ from it), or None outside a git checkout"
+    import subprocess
+    src = Path(__file__).resolve().parent if '__file__' in globals() else Path('.').resolve()
+    try:
+        run = lambda *a: subprocess.run(['git', *a], cwd=src, capture_output=True, text=True, timeout=10)
+        head = run('rev-parse', 'HEAD')
+        if head.returncode: return None
+        dirty = run('status', '--porcelain', '--', str(src)).stdout.strip()
+        return head.stdout.strip() + ('+dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError): return None
+
+def cpu_model() -> str|None:
+    "The CPU's model name (Linux), for the machine a timing comes from"
+    try: return next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), None)
+    except OSError: return platform.processor() or None
+
 def library_versions() -> dict:
-    "Versions of Python and of the libraries a result depends on"
+    "Versions of Python and of the libraries a result depends on, the source commit and the machine"
     import importlib.metadata as md
     out = dict(python=platform.python_version(), platform=platform.platform())
     for p in ('swrm_fastai', 'torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'openTSNE', 'numpy', 'pandas'):
         try: out[p] = md.version(p)
         except md.PackageNotFoundError: out[p] = None
-    out.update(torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+    out.update(commit=source_commit(), cpu=cpu_model(), torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     return out
 
