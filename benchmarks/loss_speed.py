@@ -5,11 +5,15 @@ For each number of classes C and batch size B, all losses are timed side by side
 is shuffled per round, and the ratio printed is min(loss) / min(cross-entropy) over `--rounds` rounds (the best round
 is the one least disturbed by other work, as `timeit` recommends). Only the
 loss is timed (no model). DySWRM's time includes its gradient hook (the Adam step on the class positions).
+Each loss gets the logits it is meant for: LDAM those of a cosine head (cosines of random unit features and class
+vectors, in [-1, 1], which it scales by s = 30), every other loss standard normal logits. On the CPU the table also
+shows LDAM on standard normal logits, where `s * z` reaches -100 and below and `exp` returns subnormal floats, which
+x86 CPUs process very slowly, and the same with `torch.set_flush_denormal(True)`.
 On the CPU the clock is the process's CPU time (so other processes on the same cores do not inflate one loss more than
 another; use `--threads 1` on a shared machine), on a GPU the wall time between synchronisations.
 
-    python bench/loss_speed.py                 # CPU, C in {10, 100, 1000}, B in {128, 512}
-    python bench/loss_speed.py --device cuda   # on a GPU
+    python benchmarks/loss_speed.py                 # CPU, C in {10, 100, 1000}, B in {128, 512}
+    python benchmarks/loss_speed.py --device cuda   # on a GPU
 
 On Linux the CPU run first tells glibc to keep freed memory (`steady_malloc`), so that large tensors are not
 page-faulted anew at every call; `--system-malloc` measures with the default allocator instead.
@@ -39,10 +43,18 @@ def make_losses(C, seed=0):
         'ClassBalanced': ClassBalancedLoss(counts),
         'ClassBalanced focal': ClassBalancedLoss(counts, gamma=1.),
         'LDAM': LDAMLoss(counts),
+        'LDAM (randn logits)': LDAMLoss(counts),
         'LogitAdjusted': LogitAdjustedLoss(counts),
         'BalancedSoftmax': BalancedSoftmaxLoss(counts),
     }
 
+
+COSINE = {'LDAM'}  # losses meant for a cosine head's logits
+
+def cosine_logits(B, C, g, dim=64):
+    "Logits of a cosine classifier: cosines between B random unit features and C random unit class vectors"
+    f = F.normalize(torch.randn(B, dim, generator=g), dim=1); w = F.normalize(torch.randn(C, dim, generator=g), dim=1)
+    return f @ w.T
 
 def timed(fn, z, y, iters, sync, clock):
     sync()
@@ -54,22 +66,26 @@ def timed(fn, z, y, iters, sync, clock):
     return (clock() - t) / iters
 
 
-def bench(C, B, device, rounds, iters, seed=0):
+def bench(C, B, device, rounds, iters, seed=0, only=None):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(B, C, generator=g).to(device).requires_grad_()
     y = torch.randint(0, C, (B,), generator=g).to(device)
+    zc = cosine_logits(B, C, g).to(device).requires_grad_()
     losses = make_losses(C, seed)
+    if device.type != 'cpu': losses.pop('LDAM (randn logits)')
+    if only is not None: losses = {k: v for k, v in losses.items() if k in only}
+    inp = {k: zc if k in COSINE else z for k in losses}
     for lf in losses.values():
         if isinstance(lf, torch.nn.Module): lf.to(device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     # CPU: CPU time of this process, robust to other processes sharing the cores; GPU: wall time after synchronising
     clock = time.perf_counter if device.type == 'cuda' else time.process_time
-    for fn in losses.values(): timed(fn, z, y, 3, sync, clock)  # warm-up
+    for k, fn in losses.items(): timed(fn, inp[k], y, 3, sync, clock)  # warm-up
     times = {k: [] for k in losses}
     rng = random.Random(seed)
     for _ in range(rounds):
         order = list(losses); rng.shuffle(order)
-        for k in order: times[k].append(timed(losses[k], z, y, iters, sync, clock))
+        for k in order: times[k].append(timed(losses[k], inp[k], y, iters, sync, clock))
     return {k: min(v) for k, v in times.items()}  # best round: the least disturbed by other processes (as timeit)
 
 
@@ -115,6 +131,16 @@ def main():
     for n in names:
         print(f'| {n} | ' + ' | '.join(f'{res[cb][n] / res[cb]["F.cross_entropy"]:.2f}x' for cb in cols) + ' |')
     print('| *F.cross_entropy, ms* | ' + ' | '.join(f'{res[cb]["F.cross_entropy"] * 1e3:.3f}' for cb in cols) + ' |')
+    if device.type != 'cpu': return
+    torch.set_flush_denormal(True)  # x86 with SSE3: subnormal results become 0
+    flush = {cb: bench(*cb, device, a.rounds, a.iters, only=('F.cross_entropy', 'LDAM (randn logits)')) for cb in cols}
+    torch.set_flush_denormal(False)
+    print('| LDAM (randn logits), flush_denormal | ' +
+          ' | '.join(f'{flush[cb]["LDAM (randn logits)"] / flush[cb]["F.cross_entropy"]:.2f}x' for cb in cols) + ' |')
+    print("\nLDAM is timed on a cosine head's logits (|z| <= 1, scaled by s = 30). On standard normal logits s * z reaches "
+          "-100 and below, exp() returns subnormal floats, and x86 CPUs process those very slowly: the 'randn logits' row. "
+          "torch.set_flush_denormal(True) rounds them to 0: the 'flush_denormal' row (ratios against F.cross_entropy with "
+          "the same setting).")
 
 
 if __name__ == '__main__': main()

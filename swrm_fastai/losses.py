@@ -139,7 +139,7 @@ class _MarginCE(torch.autograd.Function):
         wy = None if w is None else w.gather(0, y)
         out = loss if wy is None else loss * wy
         red = _batch_factor(reduction, N, wy, z)          # d out / d out_b: 1/B, 1/sum_b w_yb or 1
-        if reduction != 'none': out = out.sum() * red if reduction != 'sum' else out.sum()
+        if reduction != 'none': out = out.mean() if reduction == 'mean' else out.sum() * red if reduction == 'weighted_mean' else out.sum()
         dce = _prod(dh, wy)                                # d out_b / d ce_m, before the reduction (None: 1)
         dm = None
         if k is not None and m.requires_grad:              # d ce_m / d (s m) = -(1 - p'_y)
