@@ -9,7 +9,7 @@ GLYPH_FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-b
   fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-inconsolata
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv data data-fmnist data-fonts nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
+.PHONY: demo test venv data data-fmnist data-fonts results nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,7 @@ check-sync: venv
 	@test -z "$$(git status --porcelain -- swrm_fastai)" || (echo "nbdev-export created untracked files:"; git status --porcelain -- swrm_fastai; exit 1)
 	$(BIN)/nbdev-clean
 	@git diff --exit-code --stat -- nbs || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
+	$(BIN)/python scripts/make_results.py --check
 	$(BIN)/python scripts/make_readme.py --check
 
 # CI: nbdev's docs step (what `nbdev-preview`/`nbdev-docs` run before Quarto) must process every notebook.
@@ -74,6 +75,11 @@ check-sync: venv
 docs-check: venv
 	$(BIN)/nbdev-proc-nbs --n-workers 0
 	@git diff --exit-code --stat -- nbs/nbdev.yml nbs/_quarto.yml || (echo "nbs/nbdev.yml or nbs/_quarto.yml changed: commit them"; exit 1)
+
+# Every published table is generated from the committed results folders under benchmarks/results/ (then the README).
+results: venv
+	$(BIN)/python scripts/make_results.py
+	$(BIN)/python scripts/make_readme.py
 
 # README.md is generated from nbs/index.ipynb (nbdev-readme needs Quarto, which is not available offline).
 readme: venv

@@ -156,7 +156,9 @@ def library_versions() -> dict:
     "Versions of Python and of the libraries a result depends on, the source commit and the machine"
     import importlib.metadata as md
     out = dict(python=platform.python_version(), platform=platform.platform())
-    for p in ('swrm_fastai', 'torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'openTSNE', 'numpy', 'pandas'):
+    import swrm_fastai
+    out['swrm_fastai'] = swrm_fastai.__version__  # the source's, even in an editable install whose metadata is older
+    for p in ('torch', 'torchvision', 'fastai', 'fastcore', 'fastprogress', 'openTSNE', 'numpy', 'pandas'):
         try: out[p] = md.version(p)
         except md.PackageNotFoundError: out[p] = None
     out.update(commit=source_commit(), cpu=cpu_model(), torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
