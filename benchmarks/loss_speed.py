@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from swrm_fastai.data import long_tail_counts
 from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.losses import (SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss, PairwiseWindowLoss)
+                                BalancedSoftmaxLoss)
+from swrm_fastai.experiments import PairwiseWindowLoss
 
 
 def make_losses(C, seed=0):

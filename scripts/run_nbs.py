@@ -1,5 +1,7 @@
 """Execute notebooks in place and store their outputs (then `nbdev-clean` them): `python scripts/run_nbs.py nbs/04_callback.ipynb ...`
 
+Each code cell with outputs records a hash of its source in its metadata (`swrm.src`), which `scripts/check_outputs.py` checks.
+
 Runs each notebook in its own process from `nbs/` with one torch thread, the torch.jit deprecation warning that importing fastai
 triggers silenced, and stops at the first error (the notebook is then left unchanged)."""
 import os, subprocess, sys, time
@@ -13,8 +15,15 @@ from fastcore.nbio import read_nb, write_nb
 import re
 SKIP = re.compile(r'^#\|\s*(slow|cuda|eval:\s*false)\s*$', re.M)  # what nbdev-test skips without --flags
 def skip(cell): return cell.cell_type != 'code' or bool(SKIP.search(cell.source))
+import hashlib
+def stamp(cell):
+    "Record which source produced the stored outputs (scripts/check_outputs.py compares it)"
+    if cell.cell_type == 'code' and cell.get('outputs'):
+        cell.metadata['swrm'] = {'src': hashlib.sha1(cell.source.encode()).hexdigest()[:12]}
+    else: cell.metadata.pop('swrm', None)
 nb = read_nb(sys.argv[1])
 CaptureShell(path='.').run_all(nb, exc_stop=True, preproc=skip)
+for c in nb.cells: stamp(c)
 write_nb(nb, sys.argv[1])
 '''
 

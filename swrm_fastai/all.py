@@ -1,8 +1,8 @@
 "`from swrm_fastai.all import *`: the public API of the package, as `fastai.vision.all` is fastai's."
 # Written by hand (like fastai's own `all.py` files): nbdev exports the modules below from nbs/, not this file.
 # The names a user trains, evaluates and plots with; helpers stay in their modules (`swrm_fastai.similarity.window_margins`, ...),
-# and so do the window-on-logit-adjustment experiments that did not beat logit adjustment (`swrm_fastai.losses.PairwiseWindowLoss`,
-# `TemperedWindowLoss`, `DyPairwiseWindowLoss`: kept to reproduce the README's tables, not recommended).
+# and the window-on-logit-adjustment experiments that did not beat logit adjustment live in `swrm_fastai.experiments`
+# (`PairwiseWindowLoss`, `TemperedWindowLoss`, `DyPairwiseWindowLoss`: kept to reproduce their tables, not recommended).
 # Importing it also adds the package's methods to fastai classes: `Learner.fit_paper` (models), `Learner.save`/`load`
 # keeping the package's loss (persist), `DySWRMLoss.from_dls` (losses) and the long-tailed `ClassificationInterpretation`
 # methods (interpret). `tests/test_api.py` keeps it at most 60 names, none of them a name of `fastai.vision.all`.

@@ -22,8 +22,8 @@ from fastprogress.fastprogress import master_bar, progress_bar
 from .similarity import check_window, SimilarityWindow
 from .data import class_counts
 from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-                                BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss, PairwiseWindowLoss,
-                                TemperedWindowLoss, DyPairwiseWindowLoss)
+                                BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss)
+from .experiments import PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss  # also their loss= options
 from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of

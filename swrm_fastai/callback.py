@@ -22,12 +22,13 @@ from .losses import MarginCELoss, dist_info
 import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
 from .data import class_counts, _SINGLE_LABEL
 from .similarity import SimilarityWindow, embed_1d
-from .losses import (SWRMLoss, DySWRMLoss, PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss,
+from .losses import (SWRMLoss, DySWRMLoss,
                                 ClassBalancedLoss, cb_weights)
 
 # %% auto #0
-__all__ = ['feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'resolve_epoch', 'reset_trackers',
-           'LossSwitchCallback', 'SimilarityWindowCallback', 'DeferredReweighting']
+__all__ = ['WINDOW_LOSSES', 'feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'resolve_epoch',
+           'reset_trackers', 'LossSwitchCallback', 'register_window_loss', 'SimilarityWindowCallback',
+           'DeferredReweighting']
 
 # %% ../nbs/04_callback.ipynb #99851d80
 def _unwrap_model(model:nn.Module) -> nn.Module:
@@ -340,10 +341,18 @@ class LossSwitchCallback(Callback):
 document_params(LossSwitchCallback)
 
 # %% ../nbs/04_callback.ipynb #e1949905
-_LOSSES = ('swrm', 'swr', 'swm', 'dyswrm', 'dyswrm-tsne', 'pairwise', 'tempered', 'dypairwise')
-_OWN_START = ('dyswrm', 'dypairwise')  # a learned vector from its own seeded start: no prototypes, no t-SNE
-_LOSS_CLASS = {'dyswrm': DySWRMLoss, 'dyswrm-tsne': DySWRMLoss, 'dypairwise': DyPairwiseWindowLoss,
-               'pairwise': PairwiseWindowLoss, 'tempered': TemperedWindowLoss}  # the others: SWRMLoss.from_window's variants
+WINDOW_LOSSES = {}  # the stage-2 losses of `SimilarityWindowCallback(loss=...)`, by name
+
+def register_window_loss(name:str, # the `loss=` name
+                         cls:type, # the loss class (a learner restored with one of these is not switched again)
+                         from_window=None, # `(callback, SimilarityWindow) -> loss`: built on the embedding's window
+                         own_start=None, # `(callback, counts, names) -> loss`: a learned vector from its own seeded start instead
+                         what:str|None=None, # how the switch message names an own-start loss
+                         strength=None, # `(callback, loss) -> str`: its strength in the switch message
+                        ):
+    "Make `name` a `loss=` option of `SimilarityWindowCallback` (the package's experiments add theirs this way)"
+    if (from_window is None) == (own_start is None): raise ValueError("give exactly one of from_window and own_start")
+    WINDOW_LOSSES[name] = dict(cls=cls, from_window=from_window, own_start=own_start, what=what or name, strength=strength)
 
 def _check_window_size(window):
     "W before the number of classes is known: an integer >= 2"
@@ -357,7 +366,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  window:int=15, # window size W
                  beta:float=1., # margin strength (Eq. 3)
                  tau:float=1., # similarity temperature (Eq. 3)
-                 loss:str='swrm', # 'swrm', 'swr', 'swm', 'dyswrm' (own seeded start), 'dyswrm-tsne', 'pairwise', 'tempered', 'dypairwise' (own seeded start)
+                 loss:str='swrm', # 'swrm', 'swr', 'swm', 'dyswrm' (own seeded start) or 'dyswrm-tsne' (and `register_window_loss`'s)
                  layer:nn.Module|str|None=None, # module whose input is the feature; default: the final linear layer
                  prototypes:str='pass', # 'pass' (extra eval pass, the paper's setup) or 'last_epoch' (free, noisier)
                  augment:bool=False, # 'pass' with the training transforms (random augmentation) instead of the validation ones
@@ -369,7 +378,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
                  reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)
                 ):
         super().__init__(start_epoch, verbose=verbose, reset_trackers=reset_trackers)
-        if loss not in _LOSSES: raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+        if loss not in WINDOW_LOSSES: raise ValueError(f"loss must be one of {tuple(WINDOW_LOSSES)}, got {loss!r}")
         if prototypes not in ('pass', 'last_epoch'): raise ValueError(f"prototypes must be 'pass' or 'last_epoch', got {prototypes!r}")
         _check_window_size(window); check_beta_tau(beta, tau)
         if perplexity is not None and not (isinstance(perplexity, numbers.Real) and perplexity > 0):
@@ -381,7 +390,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
     @property
     def name(self): return 'swrm_switch'  # `learn.swrm_switch`; the default name would shadow `learn.similarity_window`
     @property
-    def uses_model(self): return self.loss not in _OWN_START
+    def uses_model(self): return WINDOW_LOSSES[self.loss]['own_start'] is None
 
     # -- data and model helpers
     @property
@@ -415,7 +424,7 @@ class SimilarityWindowCallback(LossSwitchCallback):
         "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
         sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
                               self.tau, self.normalize)
-        try: self._own_start(sw.counts) if self.loss in _OWN_START else self._loss_from_window(sw)
+        try: self._own_start(sw.counts) if not self.uses_model else self._loss_from_window(sw)
         except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss!r}: {e}") from None
 
     # -- 'last_epoch' mode: accumulate during the last stage-1 training epoch
@@ -466,8 +475,8 @@ class SimilarityWindowCallback(LossSwitchCallback):
     # -- the switch
     def already_switched(self):
         "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
-        cls = _LOSS_CLASS.get(self.loss, SWRMLoss)
-        if self.loss in _OWN_START: return isinstance(self.learn.loss_func, cls)
+        cls = WINDOW_LOSSES[self.loss]['cls']
+        if not self.uses_model: return isinstance(self.learn.loss_func, cls)
         return getattr(self.learn, 'similarity_window', None) is not None and isinstance(self.learn.loss_func, cls)
 
     def _dyswrm(self, counts, init=None, names=None):
@@ -476,12 +485,11 @@ class SimilarityWindowCallback(LossSwitchCallback):
 
     def _own_start(self, counts, names=None):
         "A learned-vector loss from its own seeded start"
-        if self.loss == 'dyswrm': return self._dyswrm(counts, names=names)
-        return DyPairwiseWindowLoss(counts, window=self.window, tau=self.tau, seed=self.seed, names=names, **self.loss_kwargs)
+        return WINDOW_LOSSES[self.loss]['own_start'](self, counts, names)
 
     def make_loss(self):
-        "The paper's DySWRM (and `dypairwise`) start from their own seeded vector; every other loss models the similarity first"
-        if self.loss in _OWN_START: return self._own_start(self.data_counts(), names=self._str_names)
+        "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
+        if not self.uses_model: return self._own_start(self.data_counts(), names=self._str_names)
         t0, self._proto_note = time.perf_counter(), ''
         protos, counts = self._epoch_prototypes() if self.prototypes == 'last_epoch' and self._sums is not None else self._pass_prototypes()
         t1 = time.perf_counter()
@@ -498,14 +506,12 @@ class SimilarityWindowCallback(LossSwitchCallback):
 
     def _loss_from_window(self, sw):
         "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
-        if self.loss == 'dyswrm-tsne': return self._dyswrm(sw.counts, init=sw.positions, names=sw.names)
-        if self.loss in _LOSS_CLASS: return _LOSS_CLASS[self.loss].from_window(sw, **self.loss_kwargs)  # pairwise, tempered
-        return SWRMLoss.from_window(sw, variant=self.loss, **self.loss_kwargs)
+        return WINDOW_LOSSES[self.loss]['from_window'](self, sw)
 
     def describe(self, loss):
-        if self.loss in _OWN_START:
-            what, strength = ('DySWRM', f"beta={self.beta:g}") if self.loss == 'dyswrm' else \
-                             ('the pairwise loss on a learned vector', f"kappa={loss.kappa:g}")
+        if not self.uses_model:
+            reg = WINDOW_LOSSES[self.loss]
+            what, strength = reg['what'], reg['strength'](self, loss) if reg['strength'] else f"beta={self.beta:g}"
             return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, {strength}, tau={self.tau:g}"
         sw = self.window_
         return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}{getattr(self, '_proto_note', '')}, {self.timings['prototypes']:.2f} s) + "
@@ -517,6 +523,10 @@ class SimilarityWindowCallback(LossSwitchCallback):
         d = self.__dict__.copy(); d.update(_hook=None, _sums=None, _counts=None); return d
 
 document_params(SimilarityWindowCallback)
+
+for _v in ('swrm', 'swr', 'swm'): register_window_loss(_v, SWRMLoss, from_window=lambda cb, sw, v=_v: SWRMLoss.from_window(sw, variant=v, **cb.loss_kwargs))
+register_window_loss('dyswrm', DySWRMLoss, own_start=lambda cb, counts, names: cb._dyswrm(counts, names=names), what='DySWRM')
+register_window_loss('dyswrm-tsne', DySWRMLoss, from_window=lambda cb, sw: cb._dyswrm(sw.counts, init=sw.positions, names=sw.names))
 
 # %% ../nbs/04_callback.ipynb #e286e1d9
 class DeferredReweighting(LossSwitchCallback):

@@ -17,8 +17,7 @@ from .data import class_counts
 # %% auto #0
 __all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'dist_info', 'LearnedPositions',
            'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
-           'LogitAdjustedLoss', 'BalancedSoftmaxLoss', 'window_pair_margins', 'FixedLine', 'PairwiseWindowLoss',
-           'tempered_weights', 'TemperedWindowLoss', 'DyPairwiseWindowLoss']
+           'LogitAdjustedLoss', 'BalancedSoftmaxLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
 _REDUCTIONS = ('mean', 'weighted_mean', 'sum', 'none')
@@ -352,7 +351,8 @@ class MarginCELoss(nn.Module):
     @staticmethod
     def from_swrm_state(state:dict): # the result of `swrm_state`
         "Rebuild a loss of this package from `swrm_state`"
-        if state.get('cls') not in _LOSSES: raise ValueError(f"unknown loss class {state.get('cls')!r} in saved state")
+        if state.get('cls') not in _LOSSES: raise ValueError(f"unknown loss class {state.get('cls')!r} in saved state (the experiments' "
+                                                      "losses need `import swrm_fastai.experiments` first)")
         loss = _LOSSES[state['cls']](**state['args'], **state['opts'])
         loss.load_state_dict(state['state'])
         return loss
@@ -686,144 +686,6 @@ class BalancedSoftmaxLoss(MarginCELoss):
         super().__init__(len(n), weight=weight, class_offset=n.double().log().float(), **kwargs)
         self._record(counts=counts, weight=weight)
 
-# %% ../nbs/01_losses.ipynb #670a8332
-def window_pair_margins(counts:Tensor, # float counts, one per class, all >= 1
-                        positions:Tensor, # one position per class on the line
-                        members:Tensor, # LongTensor[C, W] from `window_members`
-                        tau:float=1., # similarity temperature
-                       ) -> Tensor:
-    "Tensor[C, C]: `sim(c, j) * max(0, ln n_j - ln n_c)` for the classes j in c's window, 0 elsewhere"
-    q = standardize(positions)
-    sim = (gather_window(q, members) - q[:, None]).abs().div(-tau).exp()
-    ln = counts.log()
-    gap = (gather_window(ln, members) - ln[:, None]).clamp_min(0)
-    return torch.zeros(len(q), len(q), dtype=q.dtype, device=q.device).scatter(1, members, sim * gap)
-
-def _check_nonneg(**kw):
-    "Each keyword must be a finite number >= 0"
-    for k, v in kw.items():
-        if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
-
-class FixedLine:
-    "Mixin for a loss built on a fixed similarity window: `from_window` and `similarity_window` (the diagnostic's input)"
-    @classmethod
-    def from_window(cls, sw:SimilarityWindow, # counts, positions, W, tau and names come from here
-                    **kwargs): # the loss's other arguments
-        "This loss on the window `sw`"
-        return cls(sw.counts, sw.positions, sw.window, tau=sw.tau, names=sw.names, **kwargs)
-
-    def similarity_window(self) -> SimilarityWindow:
-        "The window the loss's terms come from"
-        return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, getattr(self, 'beta', 0.),
-                                self.tau, names=self.names)
-
-class PairwiseWindowLoss(FixedLine, MarginCELoss):
-    "Logit adjustment plus pairwise margins: the target must beat each more frequent class of its window by `kappa * P[y, j]` more"
-    def __init__(self,
-                 counts, # per-class training counts
-                 positions, # one position per class on the line (the 1-D t-SNE of the prototypes, or any other)
-                 window:int=15, # window size W
-                 kappa:float=1., # strength of the pairwise margins (0: logit adjustment)
-                 tau:float=1., # similarity temperature
-                 la_tau:float=1., # logit-adjustment strength of the base
-                 weight=None, # optional [C] class weights
-                 names=None, # optional class names
-                 **kwargs, # axis, flatten, reduction, check
-                ):
-        n = check_counts(counts, names=names); p = check_positions(torch.as_tensor(positions), len(n)).float()
-        window = check_window(window, len(n)); check_beta_tau(0., tau)
-        _check_nonneg(kappa=kappa, la_tau=la_tau)
-        super().__init__(len(n), weight=weight, **kwargs)
-        pair = window_pair_margins(n.float(), p, window_index(p, window), tau)
-        self.register_buffer('pair_offset', la_tau * log_prior(n)[None, :] + kappa * pair)
-        store_attr('window,kappa,tau,la_tau'); self.names = names
-        self._record(counts=n, positions=p, window=window, kappa=kappa, tau=tau, la_tau=la_tau, weight=weight, names=names)
-
-    def class_terms(self) -> tuple: return self.weight, None, self.pair_offset
-    def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
-
-# %% ../nbs/01_losses.ipynb #74e39846
-def tempered_weights(weights, # [C] class weights (e.g. the SWR weights of Eq. 2)
-                     power:float=.5, # exponent rho: 1 keeps their shape, 0 makes them all 1
-                    ) -> Tensor:
-    "`w^power` rescaled to mean 1"
-    w = torch.as_tensor(weights).double().pow(power)
-    return (w * len(w) / w.sum()).float()
-
-class TemperedWindowLoss(FixedLine, MarginCELoss):
-    "Logit adjustment plus a window's SWM margins (Eq. 3) and its SWR weights (Eq. 2) tempered to `w^power`, mean 1"
-    def __init__(self,
-                 counts, # per-class training counts
-                 positions, # one position per class on the line (the 1-D t-SNE of the prototypes, or any other)
-                 window:int=15, # window size W
-                 power:float=.5, # exponent of the SWR weights (0: no weights)
-                 beta:float=1., # margin strength (Eq. 3; 0: no margins)
-                 tau:float=1., # similarity temperature
-                 la_tau:float=1., # logit-adjustment strength of the base
-                 weight=None, # fixed [C] class weights replacing the tempered ones (set by `reweighted`)
-                 names=None, # optional class names
-                 **kwargs, # axis, flatten, reduction, check
-                ):
-        n = check_counts(counts, names=names); p = check_positions(torch.as_tensor(positions), len(n)).float()
-        _check_nonneg(power=power, la_tau=la_tau)
-        sw = SimilarityWindow(n.float(), p, window, beta, tau)  # checks W, beta and tau
-        super().__init__(len(n), weight=tempered_weights(sw.weights, power) if weight is None else weight,
-                         target_margin=sw.margins if beta else None, class_offset=la_tau * log_prior(n), **kwargs)
-        store_attr('window,power,beta,tau,la_tau'); self.names = names
-        self._record(counts=n, positions=p, window=window, power=power, beta=beta, tau=tau, la_tau=la_tau, weight=weight, names=names)
-
-    @classmethod
-    def from_window(cls, sw:SimilarityWindow, # counts, positions, W, beta, tau and names come from here
-                    **kwargs): # power, la_tau, weight, reduction, ...
-        "This loss on the window `sw` (with its margin strength)"
-        return super().from_window(sw, **{'beta': sw.beta, **kwargs})
-
-    def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, power={self.power}, beta={self.beta}, la_tau={self.la_tau}"
-
-# %% ../nbs/01_losses.ipynb #34992b58
-class DyPairwiseWindowLoss(LearnedPositions, MarginCELoss):
-    "`PairwiseWindowLoss` on a learnable line: the vector descends the loss, or ascends it with `ascend=True`"
-    def __init__(self,
-                 counts, # per-class training counts
-                 window:int=15, # window size W
-                 kappa:float=1., # strength of the pairwise margins (0: logit adjustment)
-                 tau:float=1., # similarity temperature
-                 la_tau:float=1., # logit-adjustment strength of the base
-                 lr:float=1e-2, # Adam learning rate of the positions (in standard deviations per step)
-                 init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
-                 seed:int=0, # seed of the random initialisation
-                 ascend:bool=False, # the vector climbs the loss (towards the model's confusions) instead of descending it
-                 weight=None, # optional [C] class weights
-                 betas:tuple=(0.9, 0.999), # Adam's moment decay rates
-                 eps:float=1e-8, # Adam's epsilon
-                 names=None, # class names in class order
-                 **kwargs, # axis, flatten, reduction, check
-                ):
-        n = check_counts(counts, names=names); C = len(n)
-        window = check_window(window, C); check_beta_tau(0., tau); _check_nonneg(kappa=kappa, la_tau=la_tau)
-        super().__init__(C, weight=weight, **kwargs)
-        self.register_buffer('counts', n.float().clone())
-        self.register_buffer('la_offset', la_tau * log_prior(n))
-        store_attr('window,kappa,tau,la_tau,ascend')
-        betas = self._init_positions(C, init, seed, lr, betas, eps, maximize=bool(ascend))
-        self._record(counts=n, window=window, kappa=kappa, tau=tau, la_tau=la_tau, lr=lr, seed=seed, ascend=bool(ascend),
-                     weight=weight, betas=betas, eps=eps, names=None)
-        if names is not None: self.set_names(names)
-
-    def class_terms(self) -> tuple:
-        "Pairwise offsets (logit adjustment + `kappa * P`, differentiable in the positions) from the current line"
-        p = self.positions
-        pair = window_pair_margins(self.counts, p, window_index(p.detach(), self.window), self.tau)
-        return self.weight, None, self.la_offset[None, :] + self.kappa * pair
-
-    def similarity_window(self) -> SimilarityWindow:
-        "A `SimilarityWindow` snapshot of the current positions"
-        return SimilarityWindow(self.counts, self.positions.detach().clone(), self.window, 0., self.tau, names=self.names)
-
-    def extra_repr(self):
-        return (f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}, lr={self.lr}, "
-                f"ascend={self.ascend}, steps={int(self.n_steps)}")
-
 # %% ../nbs/01_losses.ipynb #2aedcbf6
 @patch(cls_method=True)
 def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_counts` takes)
@@ -836,5 +698,5 @@ def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_count
 # %% ../nbs/01_losses.ipynb #dba67033
 from .similarity import document_params
 for _cls in (MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
-             BalancedSoftmaxLoss, PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss):
+             BalancedSoftmaxLoss):
     document_params(_cls)
