@@ -59,13 +59,15 @@ export: venv
 clean-nbs: venv
 	$(BIN)/nbdev-clean
 
-# CI: the package must equal what the notebooks export, and notebooks must be clean.
+# CI: the package must equal what the notebooks export, notebooks must be clean, their stored outputs must come from
+# their cells' current sources (scripts/run_nbs.py stores them), and every published table must equal its results files.
 check-sync: venv
 	$(BIN)/nbdev-export
 	@git diff --exit-code --stat -- swrm_fastai || (echo "swrm_fastai/ is out of sync with nbs/: run nbdev-export and commit"; exit 1)
 	@test -z "$$(git status --porcelain -- swrm_fastai)" || (echo "nbdev-export created untracked files:"; git status --porcelain -- swrm_fastai; exit 1)
 	$(BIN)/nbdev-clean
 	@git diff --exit-code --stat -- nbs || (echo "notebooks are not clean: run nbdev-clean and commit"; exit 1)
+	$(BIN)/python scripts/check_outputs.py
 	$(BIN)/python scripts/make_results.py --check
 	$(BIN)/python scripts/make_readme.py --check
 

@@ -100,7 +100,9 @@ def include(spec:str) -> str:
     "A committed file under benchmarks/results, as it is (e.g. the loss-speed table the script printed)"
     f = RESULTS/spec.strip()
     if not f.is_file(): raise ResultsError(f"benchmarks/results/{spec.strip()} not found (not committed?)")
-    return f.read_text().rstrip('\n') + f"\n\nFile: `benchmarks/results/{spec.strip()}`.\n"
+    text = f.read_text().strip('\n')
+    if text.startswith('# '): text = text.split('\n', 1)[1].strip('\n')  # a results file's own title: the notebook has its heading
+    return text + f"\n\nFile: `benchmarks/results/{spec.strip()}`.\n"
 
 def render(text:str) -> str:
     "`text` with every results block regenerated"
