@@ -40,13 +40,14 @@ def parse_spec(spec:str) -> tuple[list, dict]:
     return folders, out
 
 def load_runs(folders:list) -> tuple[pd.DataFrame, list]:
-    "The pooled rows of the run folders and their configurations"
+    "The pooled rows of the run folders, and each folder's configuration with the source commits of its rows"
     rows, confs = [], []
     for f in folders:
         d = RESULTS/f
         if not (d/'runs.csv').exists(): raise ResultsError(f"benchmarks/results/{f}/runs.csv not found (not committed?)")
         rows.append(pd.read_csv(d/'runs.csv'))
-        confs.append(json.loads((d/'config.json').read_text()) if (d/'config.json').exists() else {})
+        conf = json.loads((d/'config.json').read_text()) if (d/'config.json').exists() else {}
+        confs.append(dict(conf, row_commits=sorted({str(x) for x in rows[-1].get('commit', pd.Series(dtype=str)).dropna()})))
     runs = pd.concat(rows, ignore_index=True)
     dup = runs[runs.duplicated(['method', 'seed'], keep=False)]
     if len(dup): raise ResultsError(f"{', '.join(folders)}: {dup.method.iloc[0]} seed {dup.seed.iloc[0]} appears twice")
@@ -71,8 +72,7 @@ def _sources(folders, confs) -> str:
     "The line naming the run folders, with the command, commits and CPU of each"
     src = []
     for f, c in zip(folders, confs):
-        commits = sorted({str(x)[:7] + ('+dirty' if str(x).endswith('+dirty') else '') for x in
-                          pd.read_csv(RESULTS/f/'runs.csv').get('commit', pd.Series(dtype=str)).dropna()})
+        commits = sorted({x[:7] + ('+dirty' if x.endswith('+dirty') else '') for x in c['row_commits']})
         cpu = (c.get('versions') or {}).get('cpu')
         src.append(f"`benchmarks/results/{f}` (`{c.get('command', '?')}`" + (f"; commit {', '.join(commits)}" if commits else '')
                    + (f"; {cpu}" if cpu else '') + ')')

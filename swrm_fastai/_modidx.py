@@ -571,6 +571,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'swrm_fastai/similarity.py'),
                                         'swrm_fastai.similarity._rank_classes': ( 'similarity.html#_rank_classes',
                                                                                   'swrm_fastai/similarity.py'),
+                                        'swrm_fastai.similarity._refuse_counts': ( 'similarity.html#_refuse_counts',
+                                                                                   'swrm_fastai/similarity.py'),
                                         'swrm_fastai.similarity._standardized': ( 'similarity.html#_standardized',
                                                                                   'swrm_fastai/similarity.py'),
                                         'swrm_fastai.similarity._window_figsize': ( 'similarity.html#_window_figsize',

@@ -372,16 +372,15 @@ def _load_done(out:Path, cfg:dict):
     pcs = [pd.read_csv(out/'per_class.csv')] if (out/'per_class.csv').exists() else []
     kept = {}
     for r in rows:
-        f = _run_file(out, _row_key(r))
-        if int(r['seed']) != cfg['seeds'][0] or _row_key(r)[2] or not f.exists(): continue
+        key = _row_key(r); f = _run_file(out, key)
+        if key[1] != cfg['seeds'][0] or key[2] or not f.exists(): continue
         st = torch.load(f, weights_only=True)
         kept[r['method']] = dict(cm=st['cm'].numpy().astype(np.int64), window=None if st['window'] is None else SimilarityWindow(**st['window']))
     return rows, pcs, kept
 
 # %% ../nbs/06_bench.ipynb #77181b2e
-def _run_line(method:str, seed:int, over:dict, scores:dict, look:dict, seconds:float) -> str:
+def _run_line(method:str, seed:int, tag:str, scores:dict, look:dict, seconds:float) -> str:
     "The line printed when a run ends: its scores, time and, with a window, the look-alike diagnostic"
-    tag = ''.join(f' {k}={v:g}' for k, v in over.items())
     line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(scores[s], None)}" for s in SCORES)
             + f" ({seconds:.0f} s)")
     if not math.isnan(look['lookalike_share']):
@@ -389,16 +388,14 @@ def _run_line(method:str, seed:int, over:dict, scores:dict, look:dict, seconds:f
                  f"{100 * look['lookalike_share']:.0f}% (chance {100 * look['lookalike_chance']:.0f}%)")
     return line
 
-_COMMIT = source_commit()  # recorded in every row: a resumed benchmark may span commits
-
-def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int) -> dict:
-    "One row of `runs.csv`: scores, times (wall and CPU), the switch cost and the look-alike diagnostic"
+def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int, commit:str|None) -> dict:
+    "One row of `runs.csv`: scores, times (wall and CPU), the switch cost, threads, source commit, the look-alike diagnostic"
     et, nan, tm = res['epoch_times'], float('nan'), res['switch_timings'] or {}
     return dict(method=res['method'], seed=res['seed'], **extra, **scores, train_time_s=res['train_time'],
                 train_cpu_s=res['train_cpu'], eval_time_s=res['eval_time'], epoch_time_s=float(np.mean(et)) if et else nan,
                 switch_time_s=res['switch_time'] if res['switch_time'] is not None else nan,
                 prototypes_time_s=tm.get('prototypes', nan), embedding_time_s=tm.get('embedding', nan), threads=threads,
-                commit=_COMMIT, **look)
+                commit=commit, **look)
 
 # %% ../nbs/06_bench.ipynb #94ee6f62
 def run_bench(cfg:dict, # from `bench_config`
@@ -414,11 +411,12 @@ def run_bench(cfg:dict, # from `bench_config`
         except ValueError as e: raise BenchError(f"{cfg['dataset']}: {e}") from None
     in_ch, jobs, groups = _input_channels(dls), _bench_jobs(cfg), getattr(dls, 'lookalikes', None)
     rows, per_class, kept = _load_done(out, cfg)
-    todo = [j for j in jobs if _job_key(*j) not in {_row_key(r) for r in rows}]
+    done = {_row_key(r) for r in rows}
+    todo = [j for j in jobs if _job_key(*j) not in done]
     mb = master_bar(todo) if cfg['bar'] and todo else None
     say = mb.write if mb is not None else partial(print, flush=True)
     if len(todo) < len(jobs): say(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} runs already there, {len(todo)} to go")
-    log, start = [], time.perf_counter()
+    log, start, commit = [], time.perf_counter(), source_commit()  # in every row: a resumed benchmark may span commits
     for i, (method, seed, over) in enumerate(mb if mb is not None else todo):
         threads, c = cfg['threads'] or auto_threads(), {**cfg, **over}
         tag = ''.join(f' {k}={v:g}' for k, v in over.items())
@@ -428,10 +426,10 @@ def run_bench(cfg:dict, # from `bench_config`
         extra = {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
         sw = _similarity_window(res['learn'])
         look = lookalike_row(sw, groups, names)
-        rows.append(_run_row(res, scores, look, extra, threads))
+        rows.append(_run_row(res, scores, look, extra, threads, commit))
         per_class.append(pc.assign(method=method, seed=seed, **extra).rename_axis('class').reset_index())
         _append_csv(pd.DataFrame(rows[-1:]), out/'runs.csv'); _append_csv(per_class[-1], out/'per_class.csv')
-        line = _run_line(method, seed, over, scores, look, res['train_time'])
+        line = _run_line(method, seed, tag, scores, look, res['train_time'])
         say(line); new = [f'{method}{tag} seed {seed}: {m}' for m in res['messages']] + [line.strip()]
         with open(out/'log.txt', 'a') as f: f.write('\n'.join(new) + '\n')
         log += new

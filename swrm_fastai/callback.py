@@ -17,6 +17,7 @@ from fastai.callback.hook import Hook
 from fastai.torch_core import to_device
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.tracker import TrackerCallback
+from fastai.callback.mixup import MixHandler
 from .similarity import check_window, check_beta_tau, document_params
 from .losses import MarginCELoss, dist_info
 import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
@@ -550,7 +551,7 @@ class DeferredReweighting(LossSwitchCallback):
             raise ValueError(f"DeferredReweighting cannot re-weight a {type(lf).__name__}: use a package loss "
                              "(it has `reweighted`) or cross-entropy")
         _check_present(counts, self.names)
-        mix = [type(cb).__name__ for cb in self.learn.cbs if hasattr(cb, 'old_lf') or type(cb).__name__ in ('MixUp', 'CutMix')]
+        mix = [type(cb).__name__ for cb in self.learn.cbs if isinstance(cb, MixHandler)]
         if mix and self.reduction == 'weighted_mean':
             raise ValueError(f"{mix[0]} averages the per-sample losses itself (fastai's reduce_loss knows 'mean' and 'sum'), so the "
                              "weighted mean cannot be formed: use DeferredReweighting(..., reduction='mean') with it")

@@ -6,12 +6,11 @@
 from __future__ import annotations
 import math, numbers
 import torch
-import torch.nn as nn
 from torch import Tensor
 from fastcore.basics import store_attr
-from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index, window_margins,
-                                    gather_window, standardize, swr_weights, swm_margins, SimilarityWindow, document_params)
-from .losses import MarginCELoss, LearnedPositions, SWRMLoss, log_prior, init_positions
+from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index, gather_window,
+                                    standardize, SimilarityWindow, document_params)
+from .losses import MarginCELoss, LearnedPositions, log_prior
 from .callback import register_window_loss
 
 # %% auto #0

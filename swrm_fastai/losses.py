@@ -4,14 +4,14 @@
 
 # %% ../nbs/01_losses.ipynb #62fb1d16
 from __future__ import annotations
-import contextlib, copy, math, numbers, weakref
+import contextlib, copy, math, weakref
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import store_attr, patch
 from .similarity import _plain
 from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
-                                    window_weights, window_margins, gather_window, standardize, swr_weights, swm_margins, SimilarityWindow)
+                                    window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
 from .data import class_counts
 
 # %% auto #0
@@ -94,7 +94,7 @@ def _prod(*vs):
 def _per_class_sum(n, y, v): return v.new_zeros(n).index_add_(0, y, v)
 
 # %% ../nbs/01_losses.ipynb #57cea26a
-def _batch_factor(reduction:str, n:int, wy:Tensor|None, z:Tensor):
+def _batch_factor(reduction:str, n:int, wy:Tensor|None):
     "What the batch sum is multiplied by: 1/B for 'mean', 1/sum of the targets' weights for 'weighted_mean', else 1"
     if reduction == 'weighted_mean' and wy is not None: return 1 / wy.sum()  # a tensor: no host read on accelerators
     if reduction in ('mean', 'weighted_mean'): return 1 / n if n else math.nan
@@ -137,26 +137,26 @@ class _MarginCE(torch.autograd.Function):
         loss, dh = (ce, None) if not gamma else _focal(ce, gamma)
         wy = None if w is None else w.gather(0, y)
         out = loss if wy is None else loss * wy
-        red = _batch_factor(reduction, N, wy, z)          # d out / d out_b: 1/B, 1/sum_b w_yb or 1
-        if reduction != 'none': out = out.mean() if reduction == 'mean' else out.sum() * red if reduction == 'weighted_mean' else out.sum()
+        red = _batch_factor(reduction, N, wy)             # d out / d out_b: 1/B, 1/sum_b w_yb or 1
+        if reduction == 'mean': out = out.mean()          # (not sum * 1/B: the rounding every earlier result has)
+        elif reduction != 'none': out = out.sum() * red if reduction == 'weighted_mean' else out.sum()
         dce = _prod(dh, wy)                                # d out_b / d ce_m, before the reduction (None: 1)
         dm = None
         if k is not None and m.requires_grad:              # d ce_m / d (s m) = -(1 - p'_y)
             dm = _prod(dce, torch.expm1(-ce).neg_())
             if scale != 1: dm = dm * scale
         wl = None if w is None or not w.requires_grad else loss if reduction != 'weighted_mean' else loss - out.detach()
-        ctx.save_for_backward(p, y, _prod(dce, k), dm, wl, red if torch.is_tensor(red) else None)
-        ctx.red = None if torch.is_tensor(red) else red
+        ctx.save_for_backward(p, y, _prod(dce, k), dm, wl)
+        ctx.red = red  # a float, or 'weighted_mean''s tensor 1/sum_b w_yb (no host read)
         ctx.scale, ctx.o_rows = scale, (None if o is None or o.ndim == 1 else o.shape[0])
         return out
 
     @staticmethod
     def backward(ctx, g):
         g = g.detach()  # a closed-form first derivative: under create_graph=True no (wrong) second one
-        p, y, dz, dm, loss, red_t = ctx.saved_tensors
+        p, y, dz, dm, loss = ctx.saved_tensors
         N, C = p.shape
-        red = red_t if red_t is not None else ctx.red
-        g = g * red if torch.is_tensor(red) or red != 1 else g
+        g = g * ctx.red if torch.is_tensor(ctx.red) or ctx.red != 1 else g
         need_z, _, need_w, need_m, need_o = ctx.needs_input_grad[:5]
         gz = gw = gm = go = None
         if need_z or need_o or (need_m and dm is None):

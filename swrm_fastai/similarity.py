@@ -62,23 +62,22 @@ def _align_counts(counts, # counts in class order, or a dict / pandas Series key
     return [keys.get(s, 0) for s in strs]
 
 # %% ../nbs/00_similarity.ipynb #67ed0b10
+def _refuse_counts(n:Tensor, bad:Tensor, names, why:str):
+    "A `ValueError` naming the first class where `bad` holds, its count and `why` (`{k}`: how many classes are bad)"
+    idx = bad.nonzero().flatten().tolist()
+    if not idx: return
+    c = idx[0]; name = f" ({names[c]!r})" if names is not None else ""
+    raise ValueError(f"class {c}{name} has training count {n[c].item():g}: " + why.format(k=len(idx)))
+
 def check_counts(counts, # per-class training counts (in class order, or a dict / pandas Series keyed by class name)
                  n_classes:int|None=None, # expected number of classes, if known
                  names=None, # class names in class order: used in error messages and to align a dict / Series
                 ) -> Tensor:
     "Validate per-class training counts (1-D, finite, whole numbers, every class >= 1) and return them as a float tensor"
     n = _per_class_vector(_align_counts(counts, names), 'counts', n_classes)
-    frac = (n != n.round()).nonzero().flatten().tolist()
-    if frac:
-        c = frac[0]; name = f" ({names[c]!r})" if names is not None else ""
-        raise ValueError(f"class {c}{name} has training count {n[c].item():g}: counts are numbers of training samples, "
-                         f"whole numbers ({len(frac)} class(es) not); turn estimated frequencies into counts first, e.g. "
-                         "round(frequency * number of training samples)")
-    bad = (n < 1).nonzero().flatten().tolist()
-    if bad:
-        c = bad[0]; name = f" ({names[c]!r})" if names is not None else ""
-        raise ValueError(f"class {c}{name} has training count {n[c].item():g}: every class needs at least 1 training sample "
-                         f"({len(bad)} class(es) below 1)")
+    _refuse_counts(n, n != n.round(), names, "counts are numbers of training samples, whole numbers ({k} class(es) not); "
+                   "turn estimated frequencies into counts first, e.g. round(frequency * number of training samples)")
+    _refuse_counts(n, n < 1, names, "every class needs at least 1 training sample ({k} class(es) below 1)")
     return n
 
 def check_positions(positions, # one position per class on a line
