@@ -8,8 +8,11 @@ Measured the same way before and after a refactoring:
 - tests: a code cell is a *test cell* if it calls `test_eq`/`test_close`/`test_fail`/`test_ne`/`test_is`/`test_warns`
   or has an `assert` statement; it is *hidden* if it carries `#| hide`, *visible* otherwise.
   Test calls count each such call or `assert` line.
+- summary (`--summary`, one table to compare two commits): exported cells' median/p90 length, how many exceed 50 lines,
+  the share defining more than one top-level name, hidden test cells over 20 lines, bytes of `nbs/*.ipynb`, README
+  lines and words, numeric literals other than 0, 1 and 2 per 1,000 package lines (generated `_modidx.py` left out).
 """
-import json, re, statistics, sys, importlib
+import ast, io, json, re, statistics, sys, importlib, tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +62,51 @@ def nb_rows():
         lens += elens
         rows.append((nb.name, len(elens), statistics.median(elens) if elens else 0, vis, hid, vcalls, hcalls))
     return rows, lens
+
+def n_defs(s):
+    "Top-level definitions (functions, classes, assignments to a public or private name) in cell source `s`"
+    try: tree = ast.parse('\n'.join(l for l in s.splitlines() if not l.lstrip().startswith(('#|', '%', '!'))))
+    except SyntaxError: return 0
+    return sum(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body)
+
+def p90(xs): return sorted(xs)[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+
+def literal_rate():
+    "Numeric literals per 1,000 lines of the package"
+    n = lines = 0
+    for p in (ROOT/'swrm_fastai').glob('*.py'):
+        if p.name == '_modidx.py': continue
+        t = p.read_text(); lines += len(t.splitlines())
+        n += sum(tok.type == tokenize.NUMBER and float(eval(tok.string).real) not in (0., 1., 2.)
+                 for tok in tokenize.generate_tokens(io.StringIO(t).readline))
+    return 1000 * n / lines, lines
+
+def summary():
+    lens, multi, big_hidden = [], 0, 0
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in cells(nb):
+            s = src(c)
+            if is_export(s):
+                lens.append(len([l for l in s.splitlines() if not l.strip().startswith('#|') and l.strip()]))
+                multi += n_defs(s) > 1
+            elif is_hidden(s) and TEST_RE.search(s) and len(s.splitlines()) > 20: big_hidden += 1
+    rows, _ = nb_rows()
+    vis, hid = sum(r[5] for r in rows), sum(r[6] for r in rows)
+    rate, lines = literal_rate()
+    readme = (ROOT/'README.md').read_text()
+    nb_bytes = sum(p.stat().st_size for p in (ROOT/'nbs').glob('*.ipynb'))
+    mods = {r[0]: r[1] for r in module_rows()}
+    return {'package lines (without _modidx)': lines, 'largest module': max(mods.items(), key=lambda kv: kv[1]),
+            'exported cells': len(lens), 'median lines': statistics.median(lens), 'p90 lines': p90(lens),
+            'cells over 50 lines': sum(l > 50 for l in lens), 'multi-definition share': f'{multi/len(lens):.0%}',
+            'visible / hidden test calls': f'{vis} / {hid}', 'hidden test cells over 20 lines': big_hidden,
+            'nbs/*.ipynb bytes': nb_bytes, 'README lines / words': f'{len(readme.splitlines())} / {len(readme.split())}',
+            'numeric literals (not 0/1/2) per 1,000 lines': round(rate)}
+
+if __name__ == '__main__' and '--summary' in sys.argv:
+    print('| measure | value |\n|---|---:|')
+    for k, v in summary().items(): print(f'| {k} | {v} |')
+    sys.exit(0)
 
 if __name__ == '__main__':
     print('| module | lines | `__all__` |\n|---|---:|---:|')

@@ -11,7 +11,8 @@ from .losses import (margin_ce, MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRM
                      ldam_margins, LDAMLoss, posthoc_adjust, LogitAdjustedLoss, BalancedSoftmaxLoss)
 from .models import SmallResNet, resnet32, small_resnet, lt_resnet10, lt_resnet18, NormedLinear, cosine_head, paper_schedule
 from .persist import sidecar_path
-from .data import (class_counts, long_tail_counts, long_tail_indices, arrays_lt_dls, fashion_mnist_lt, glyphs_lt, cifar_lt,
+from .core import class_counts
+from .data import (long_tail_counts, long_tail_indices, arrays_lt_dls, fashion_mnist_lt, glyphs_lt, cifar_lt,
                    imagenet_lt, places_lt)
 from .metrics import shot_groups, per_class_accuracy, ShotAccuracy, shot_metrics, shot_accuracy_table
 from .callback import class_prototypes, LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, SkipValidation, EpochTimer

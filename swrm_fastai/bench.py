@@ -19,12 +19,15 @@ from fastai.optimizer import SGD
 from fastai.losses import CrossEntropyLossFlat, FocalLossFlat
 from fastai.torch_core import set_seed
 from fastprogress.fastprogress import master_bar, progress_bar
-from .similarity import check_window, SimilarityWindow
-from .data import class_counts
+from .similarity import SimilarityWindow
+from .core import check_window
+from .core import class_counts
 from .losses import (ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, DySWRMLoss, SWRMLoss)
-from .experiments import PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss  # also their loss= options
-from .callback import LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, resolve_epoch, SkipValidation, EpochTimer
+from .experiments import PairwiseWindowLoss, TemperedWindowLoss, DyPairwiseWindowLoss, DySWRMPullLoss  # also their loss= options
+from swrm_fastai.callback import (LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, SkipValidation,
+    EpochTimer)
+from .core import resolve_epoch
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
 from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
@@ -102,9 +105,9 @@ def _la_dypairwise(counts, cfg, ascend=False):
 
 # %% ../nbs/06_bench.ipynb #04726924
 def _dyswrm_loss(counts, cfg, pull=0.):
-    "A `DySWRMLoss` with the run's window, margin strength, temperature and seed"
-    return DySWRMLoss(counts, window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'],
-                      normalize=cfg['normalize'], pull=pull)
+    "A `DySWRMLoss` with the run's window, margin strength, temperature and seed (the experiment `DySWRMPullLoss` if `pull`)"
+    kw = dict(window=cfg['window'], beta=cfg['beta'], tau=cfg['tau'], seed=cfg['seed'], normalize=cfg['normalize'])
+    return DySWRMPullLoss(counts, pull=pull, **kw) if pull else DySWRMLoss(counts, **kw)
 
 def _dyswrm(counts, cfg, pull=False):
     "DySWRM as in the paper: cross-entropy, then `DySWRMLoss` from the switch (with `cfg['pull']` when `pull`)"

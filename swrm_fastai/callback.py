@@ -18,18 +18,15 @@ from fastai.torch_core import to_device
 from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.mixup import MixHandler
-from .similarity import check_window, check_beta_tau, document_params
-from .losses import MarginCELoss, dist_info
+from .core import (check_window, check_beta_tau, document_params, dist_info, class_counts, _SINGLE_LABEL,
+    resolve_epoch, _check_start_epoch, CB_BETA)
 import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
-from .data import class_counts, _SINGLE_LABEL
 from .similarity import SimilarityWindow, embed_1d
-from .losses import (SWRMLoss, DySWRMLoss,
-                                ClassBalancedLoss, cb_weights)
+from .losses import MarginCELoss, SWRMLoss, DySWRMLoss, ClassBalancedLoss, cb_weights
 
 # %% auto #0
-__all__ = ['WINDOW_LOSSES', 'feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'resolve_epoch',
-           'reset_trackers', 'LossSwitchCallback', 'register_window_loss', 'SimilarityWindowCallback',
-           'DeferredReweighting']
+__all__ = ['WINDOW_LOSSES', 'feature_layer', 'feature_sums', 'class_prototypes', 'SkipValidation', 'EpochTimer', 'reset_trackers',
+           'LossSwitchCallback', 'register_window_loss', 'SimilarityWindowCallback', 'DeferredReweighting']
 
 # %% ../nbs/04_callback.ipynb #99851d80
 def _unwrap_model(model:nn.Module) -> nn.Module:
@@ -161,28 +158,6 @@ class EpochTimer(Callback):
     def __init__(self): self.times = []  # not reset in before_fit: `get_preds` fires before_fit too
     def before_train(self): self._start = time.perf_counter()
     def after_train(self): self.times.append(time.perf_counter() - self._start)
-
-# %% ../nbs/04_callback.ipynb #3dbcfbae
-def _check_start_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
-                     ):
-    "Refuse a `start_epoch` that is neither an epoch index nor a fraction of the fit (numpy numbers are fine)"
-    if isinstance(start_epoch, (bool, np.bool_)) or not isinstance(start_epoch, numbers.Real):
-        raise ValueError(f"start_epoch must be an epoch index (an integer >= 0) or a fraction of the fit (a float in [0, 1]), "
-                         f"got {type(start_epoch).__name__} {start_epoch!r}")
-    if isinstance(start_epoch, numbers.Integral):
-        if start_epoch < 0: raise ValueError(f"start_epoch must be an epoch index >= 0 (or a fraction of the fit, a float in "
-                                             f"[0, 1]), got {start_epoch}")
-    elif not (math.isfinite(start_epoch) and 0 <= start_epoch <= 1):
-        raise ValueError(f"start_epoch must be a fraction of the fit in [0, 1] when it is a float, got {start_epoch!r}; "
-                         "pass an integer for an epoch index")
-
-def resolve_epoch(start_epoch:int|float, # epoch index (an integer >= 0) or fraction of the fit (a float in [0, 1])
-                  n_epoch:int, # number of epochs of the fit
-                 ) -> int:
-    "The epoch index at which stage 2 starts: an integer as it is, a fraction of `n_epoch` rounded half up"
-    _check_start_epoch(start_epoch)
-    if isinstance(start_epoch, numbers.Integral): return int(start_epoch)
-    return math.floor(round(float(start_epoch) * n_epoch, 9) + 0.5)  # round(): 0.35 * 10 is 3.4999999999999996
 
 # %% ../nbs/04_callback.ipynb #1f653be8
 def _in_fine_tune_warmup(learn) -> bool:
@@ -534,7 +509,7 @@ class DeferredReweighting(LossSwitchCallback):
     "Deferred re-weighting (DRW): switch class-balanced weights on at `start_epoch`"
     def __init__(self,
                  start_epoch:int|float, # the deferral epoch: an epoch index, or a fraction of the fit
-                 beta:float=0.9999, # class-balanced `beta` (effective number of samples), 0 <= beta < 1
+                 beta:float=CB_BETA, # class-balanced `beta` (effective number of samples), 0 <= beta < 1
                  reduction:str='weighted_mean', # of the re-weighted loss: PyTorch's weighted mean, as DRW's reference code; 'mean' = (1/B) sum
                  verbose:bool=True, # print what the switch did
                  reset_trackers:bool=True, # reset fastai's `TrackerCallback`s at the switch (they then compare stage-2 epochs only)

@@ -15,7 +15,7 @@ from fastai.vision.core import PILImage, TensorImage, TensorImageBW, imagenet_st
 from fastai.torch_core import TensorCategory
 from fastai.vision.augment import RandomResizedCrop, FlipItem
 from torch import Tensor
-from .similarity import check_counts
+from .core import check_counts
 
 
 # %% auto #0
@@ -24,7 +24,7 @@ __all__ = ['FASHION_MNIST_NAMES', 'FASHION_MNIST_STATS', 'FASHION_MNIST_LOOKALIK
            'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders', 'images_dls', 'arrays_lt_dls',
            'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt', 'glyph_lookalikes',
            'glyph_font_files', 'render_glyphs', 'glyph_class_order', 'load_glyphs', 'glyphs_lt', 'find_cifar',
-           'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt', 'class_index', 'class_counts']
+           'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt']
 
 # %% ../nbs/02_data.ipynb #7d68ce6c
 def _check_imbalance(n_max, n_classes, imb_factor):
@@ -740,43 +740,3 @@ def places_lt(
 )->LTDataLoaders:
     "Places-LT (365 classes, 62.5k training images) from its published split files"
     return _lt_split('Places_LT', root, split_dir, valid, **kwargs)
-
-# %% ../nbs/02_data.ipynb #acd21175
-_SINGLE_LABEL = ("SWRM needs single-label classification (one integer class per sample, as fastai's CategoryBlock gives); "
-                 "multi-label data (MultiCategoryBlock) and regression data (float targets) are not supported")
-
-def class_index(y) -> int: # a training target
-    "`y` as one integer class index; a `ValueError` for multi-label, one-hot or float (regression) targets"
-    if isinstance(y, numbers.Integral) and not isinstance(y, bool): return int(y)
-    t = y if isinstance(y, Tensor) else torch.as_tensor(y) if isinstance(y, (np.ndarray, np.generic)) else None
-    if t is not None and t.numel() == 1 and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
-        return int(t)
-    got = (f"targets of shape {tuple(t.shape)} (one-hot or multi-label)" if t is not None and t.numel() != 1 else
-           f"{t.dtype} targets" if t is not None else f"{type(y).__name__} targets (e.g. {y!r})")
-    raise ValueError(f"{_SINGLE_LABEL}: this training set has {got}")
-
-def _train_targets(ds):
-    "Integer targets of a (fastai) training dataset, reading only the labels when it can"
-    tls = getattr(ds, 'tls', None)
-    if tls is not None:
-        tl = tls[getattr(ds, 'n_inp', 1)] if len(tls) > 1 else tls[-1]
-        ys = [tl[i] for i in range(len(tl))]
-    else: ys = [ds[i][-1] for i in range(len(ds))]
-    return torch.as_tensor([class_index(o) for o in ys], dtype=torch.long)
-
-def class_counts(dls, # fastai DataLoaders (or anything with `train_ds` and `vocab`)
-                 strict:bool=True, # raise if a class has no training sample
-                ) -> Tensor:
-    "LongTensor[C]: training samples per class, in vocab order"
-    vocab = getattr(dls, 'vocab', None)
-    names = list(vocab) if vocab is not None else None
-    cc = getattr(dls, 'class_counts', None)
-    if cc is not None: counts = torch.as_tensor(cc).long().clone()
-    else:
-        ys = _train_targets(dls.train_ds)
-        C = len(names) if names is not None else getattr(dls, 'c', None) or (int(ys.max()) + 1 if len(ys) else 0)
-        if len(ys) and (ys.min() < 0 or ys.max() >= C):
-            raise ValueError(f"training targets range from {int(ys.min())} to {int(ys.max())} but there are {C} classes")
-        counts = torch.bincount(ys, minlength=C)
-    if strict: check_counts(counts, len(names) if names is not None else None, names)
-    return counts

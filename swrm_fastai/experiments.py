@@ -6,16 +6,26 @@
 from __future__ import annotations
 import math, numbers
 import torch
-from torch import Tensor
+from torch import nn, Tensor
 from fastcore.basics import store_attr
-from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index, gather_window,
-                                    standardize, SimilarityWindow, document_params)
-from .losses import MarginCELoss, LearnedPositions, log_prior
+from .similarity import window_index, gather_window, standardize, SimilarityWindow
+from .core import check_counts, check_positions, check_window, check_beta_tau, document_params
+from .losses import MarginCELoss, LearnedPositions, DySWRMLoss, log_prior, _check_logits_targets
 from .callback import register_window_loss
 
 # %% auto #0
-__all__ = ['window_pair_margins', 'FixedLine', 'PairwiseWindowLoss', 'tempered_weights', 'TemperedWindowLoss',
-           'DyPairwiseWindowLoss']
+__all__ = ['PairOffsets', 'window_pair_margins', 'FixedLine', 'PairwiseWindowLoss', 'tempered_weights', 'TemperedWindowLoss',
+           'DyPairwiseWindowLoss', 'DySWRMPullLoss']
+
+# %% ../nbs/04a_experiments.ipynb #0cf1535c
+class PairOffsets:
+    "Mixin for a `MarginCELoss` whose `pair_offsets()` is a [C, C] matrix: a sample of class y gets row y added to its logits"
+    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
+        z, y = self._flat(inp, targ)
+        self._check_classes(z); _check_logits_targets(z, y, True)  # an out-of-range target would fail inside index_select
+        self._follow(z)
+        o = self.pair_offsets()
+        return super().forward(z + o.index_select(0, y.reshape(-1).long()).view(z.shape).to(z.dtype), y)
 
 # %% ../nbs/04a_experiments.ipynb #670a8332
 def window_pair_margins(counts:Tensor, # float counts, one per class, all >= 1
@@ -48,7 +58,7 @@ class FixedLine:
         return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, getattr(self, 'beta', 0.),
                                 self.tau, names=self.names)
 
-class PairwiseWindowLoss(FixedLine, MarginCELoss):
+class PairwiseWindowLoss(FixedLine, PairOffsets, MarginCELoss):
     "Logit adjustment plus pairwise margins: the target must beat each more frequent class of its window by `kappa * P[y, j]` more"
     def __init__(self,
                  counts, # per-class training counts
@@ -70,7 +80,7 @@ class PairwiseWindowLoss(FixedLine, MarginCELoss):
         store_attr('window,kappa,tau,la_tau'); self.names = names
         self._record(counts=n, positions=p, window=window, kappa=kappa, tau=tau, la_tau=la_tau, weight=weight, names=names)
 
-    def class_terms(self) -> tuple: return self.weight, None, self.pair_offset
+    def pair_offsets(self) -> Tensor: return self.pair_offset
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}"
 
 # %% ../nbs/04a_experiments.ipynb #74e39846
@@ -112,7 +122,7 @@ class TemperedWindowLoss(FixedLine, MarginCELoss):
     def extra_repr(self): return f"n_classes={self.n_classes}, window={self.window}, power={self.power}, beta={self.beta}, la_tau={self.la_tau}"
 
 # %% ../nbs/04a_experiments.ipynb #34992b58
-class DyPairwiseWindowLoss(LearnedPositions, MarginCELoss):
+class DyPairwiseWindowLoss(LearnedPositions, PairOffsets, MarginCELoss):
     "`PairwiseWindowLoss` on a learnable line: the vector descends the loss, or ascends it with `ascend=True`"
     def __init__(self,
                  counts, # per-class training counts
@@ -136,16 +146,22 @@ class DyPairwiseWindowLoss(LearnedPositions, MarginCELoss):
         self.register_buffer('counts', n.float().clone())
         self.register_buffer('la_offset', la_tau * log_prior(n))
         store_attr('window,kappa,tau,la_tau,ascend')
-        betas = self._init_positions(C, init, seed, lr, betas, eps, maximize=bool(ascend))
+        betas = self._init_positions(C, init, seed, lr, betas, eps)
         self._record(counts=n, window=window, kappa=kappa, tau=tau, la_tau=la_tau, lr=lr, seed=seed, ascend=bool(ascend),
                      weight=weight, betas=betas, eps=eps, names=None)
         if names is not None: self.set_names(names)
 
-    def class_terms(self) -> tuple:
-        "Pairwise offsets (logit adjustment + `kappa * P`, differentiable in the positions) from the current line"
+    def _step_positions(self, p:Tensor):
+        "The Adam step of `LearnedPositions`, on the negated gradient when the vector ascends"
+        with torch.no_grad():
+            if self.ascend and p.grad is not None: p.grad.neg_()
+            super()._step_positions(p)
+
+    def pair_offsets(self) -> Tensor:
+        "Logit adjustment + `kappa * P`, differentiable in the positions, from the current line"
         p = self.positions
         pair = window_pair_margins(self.counts, p, window_index(p.detach(), self.window), self.tau)
-        return self.weight, None, self.la_offset[None, :] + self.kappa * pair
+        return self.la_offset[None, :] + self.kappa * pair
 
     def similarity_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions"
@@ -154,6 +170,35 @@ class DyPairwiseWindowLoss(LearnedPositions, MarginCELoss):
     def extra_repr(self):
         return (f"n_classes={self.n_classes}, window={self.window}, kappa={self.kappa}, la_tau={self.la_tau}, lr={self.lr}, "
                 f"ascend={self.ascend}, steps={int(self.n_steps)}")
+
+# %% ../nbs/04a_experiments.ipynb #d2ae70a4
+class DySWRMPullLoss(DySWRMLoss):
+    "DySWRM whose learned vector is also pulled towards the model's confusions; the loss value stays Eq. 4's"
+    def __init__(self,
+                 counts, # per-class training counts
+                 pull:float=1., # strength of the term that pulls confused classes together on the line (0: DySWRM)
+                 **kwargs, # `DySWRMLoss`'s arguments
+                ):
+        _check_nonneg(pull=pull)
+        super().__init__(counts, **kwargs)
+        self.pull = float(pull); self._args['pull'] = self.pull
+
+    def _pull(self, z:Tensor, y:Tensor) -> Tensor:
+        "Per sample `sum_j p_j (q_y - q_j)^2`, `p` the detached softmax: small when confused classes sit together"
+        q = standardize(self.positions)
+        p = torch.softmax(z.detach().reshape(-1, z.shape[-1]).float(), -1)
+        qy = q.index_select(0, y.reshape(-1).long())
+        return qy * qy - 2 * qy * (p @ q) + p @ (q * q)
+
+    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
+        out = super().forward(inp, targ)
+        if not self.pull or not torch.is_grad_enabled() or not isinstance(self.positions, nn.Parameter): return out
+        t = self._pull(*self._flat(inp, targ)) * self.pull
+        t = t - t.detach()  # worth 0: the loss value is Eq. 4's; only the positions get this term's gradient
+        if self.reduction == 'none': return out + t.view(out.shape)
+        return out + (t.sum() if self.reduction == 'sum' else t.mean())
+
+    def extra_repr(self): return super().extra_repr() + f", pull={self.pull}"
 
 # %% ../nbs/04a_experiments.ipynb #8a42a624
 register_window_loss('pairwise', PairwiseWindowLoss, from_window=lambda cb, sw: PairwiseWindowLoss.from_window(sw, **cb.loss_kwargs))

@@ -11,11 +11,12 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 from fastai.interpret import ClassificationInterpretation
-from .similarity import check_counts, swr_weights, SimilarityWindow
+from .similarity import swr_weights, SimilarityWindow
+from .core import check_counts, CB_BETA
 from .metrics import shot_groups, shot_accuracy_table, SHOT_GROUPS
 from .losses import cb_weights
-from .data import class_counts
-from .similarity import _plain
+from .core import class_counts
+from .core import _plain
 
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
@@ -258,7 +259,7 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
 def plot_class_weights(counts, # per-class training counts (None: take them from a `SimilarityWindow`)
                        positions, # one position per class on the similarity line, or a `SimilarityWindow`
                        window:int=15, # window size W (ignored when `positions` is a `SimilarityWindow`)
-                       beta_cb:float=0.9999, # beta of the class-balanced weights
+                       beta_cb:float=CB_BETA, # beta of the class-balanced weights
                        normalize:bool=True, # rescale the SWR weights to mean 1, the scale of the class-balanced ones
                        names=None, # class names (default: the window's names, else indices)
                        max_labels:int=30, # at most this many tick labels (thinned for large C)

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import store_attr, patch
-from .similarity import _plain
-from .similarity import (check_counts, check_positions, check_window, check_beta_tau, window_index,
-                                    window_weights, window_margins, standardize, swr_weights, swm_margins, SimilarityWindow)
-from .data import class_counts
+from .core import (_plain, _is_mapping, check_counts, check_positions, check_window, check_beta_tau,
+    document_params, dist_info, class_counts, CB_BETA)
+from .similarity import (window_index, window_weights, window_margins, standardize, swr_weights,
+    swm_margins, SimilarityWindow)
 
 # %% auto #0
-__all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'dist_info', 'LearnedPositions',
-           'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
+__all__ = ['margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'init_positions', 'LearnedPositions', 'DySWRMLoss',
+           'cb_weights', 'ClassBalancedLoss', 'ldam_margins', 'LDAMLoss', 'log_prior', 'posthoc_adjust',
            'LogitAdjustedLoss', 'BalancedSoftmaxLoss']
 
 # %% ../nbs/01_losses.ipynb #402a4f36
@@ -63,13 +63,6 @@ def _check_logits_targets(logits:Tensor, # [..., C] raw scores
 def _check_class_vector(v, n_classes, what):
     if v is not None and tuple(v.shape) != (n_classes,):
         raise ValueError(f"{what} has {v.numel()} entries (shape {tuple(v.shape)}) but the logits have {n_classes} classes")
-
-def _check_offset(o, n_classes):
-    "A class offset is one value per class `[C]`, or one row per target class `[C, C]`"
-    if o is not None and o.ndim == 2:
-        if tuple(o.shape) != (n_classes, n_classes):
-            raise ValueError(f"a pairwise class_offset must be [C, C] = {(n_classes, n_classes)}, got {tuple(o.shape)}")
-    else: _check_class_vector(o, n_classes, 'class_offset')
 
 # %% ../nbs/01_losses.ipynb #57472aed
 def _no_autocast(device_type):
@@ -120,7 +113,7 @@ class _MarginCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, w, m, o, scale, gamma, m_in_logits, reduction):
         N, y1 = len(y), y.view(-1, 1)
-        zz = z if o is None else z + (o if o.ndim == 1 else o.index_select(0, y))  # [C], or [C, C]: row y for class y
+        zz = z if o is None else z + o
         if scale != 1: zz = zz * scale if zz is z else zz.mul_(scale)
         my = None if m is None else m.gather(0, y) if scale == 1 else m.gather(0, y) * scale
         if my is not None and m_in_logits: zz = (zz.clone() if zz is z else zz).scatter_add_(1, y1, my.view(-1, 1))
@@ -148,7 +141,7 @@ class _MarginCE(torch.autograd.Function):
         wl = None if w is None or not w.requires_grad else loss if reduction != 'weighted_mean' else loss - out.detach()
         ctx.save_for_backward(p, y, _prod(dce, k), dm, wl)
         ctx.red = red  # a float, or 'weighted_mean''s tensor 1/sum_b w_yb (no host read)
-        ctx.scale, ctx.o_rows = scale, (None if o is None or o.ndim == 1 else o.shape[0])
+        ctx.scale = scale
         return out
 
     @staticmethod
@@ -164,7 +157,7 @@ class _MarginCE(torch.autograd.Function):
             if ctx.scale != 1: c = c * ctx.scale
             c = c.expand(N).reshape(-1, 1)
             gz = (p * c).scatter_add_(1, y.view(-1, 1), -c)   # (p - e_y) d L / d ce_b
-            if need_o: go = gz.sum(0) if ctx.o_rows is None else gz.new_zeros(ctx.o_rows, C).index_add_(0, y, gz)
+            if need_o: go = gz.sum(0)
             if need_m and dm is None: gm = _per_class_sum(C, y, gz.gather(1, y.view(-1, 1)).view(-1))
         if need_m and dm is not None: gm = _per_class_sum(C, y, (-g * dm).expand(N))
         if need_w: gw = _per_class_sum(C, y, (g * loss).expand(N))
@@ -188,7 +181,7 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
               target:Tensor, # [...] integer class indices
               weight:Tensor|None=None, # [C] per-class weight w_y of each sample
               target_margin:Tensor|None=None, # [C] added to the target logit only (m_y e_y); negative for LDAM
-              class_offset:Tensor|None=None, # [C] added to every sample's logits (logit adjustment), or [C, C]: row y to class y's
+              class_offset:Tensor|None=None, # [C] added to every sample's logits (logit adjustment)
               scale:float=1., # multiplies the adjusted logits (LDAM's s)
               gamma:float=0., # focal exponent; 0 is plain cross-entropy
               reduction:str='mean', # 'mean' = (1/B) sum, 'weighted_mean' = sum / sum of the targets' weights (PyTorch's), 'sum' or 'none'
@@ -199,8 +192,8 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
     z, y = _plain(logits), _plain(target)
     _check_reduction(reduction)
     _check_logits_targets(z, y, False)  # types and shapes only
-    for v, what in ((weight, 'weight'), (target_margin, 'target_margin')): _check_class_vector(v, z.shape[-1], what)
-    _check_offset(class_offset, z.shape[-1])
+    for v, what in ((weight, 'weight'), (target_margin, 'target_margin'), (class_offset, 'class_offset')):
+        _check_class_vector(v, z.shape[-1], what)
     if target_margin is not None and margin_in_logits is None: margin_in_logits = _logit_margin_needed(target_margin, scale)
     return _margin_ce(z, y, weight, target_margin, class_offset, float(scale), float(gamma), reduction, check,
                       bool(margin_in_logits))
@@ -324,11 +317,14 @@ class MarginCELoss(nn.Module):
         if self.flatten: inp, targ = _rows(inp), _rows(targ)
         return inp, targ
 
-    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
-        inp, targ = self._flat(inp, targ)
+    def _check_classes(self, inp:Tensor):
         if inp.shape[-1] != self.n_classes:
             raise ValueError(f"the loss was built for {self.n_classes} classes (counts/weights have {self.n_classes} "
                              f"entries) but the logits have {inp.shape[-1]} classes")
+
+    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
+        inp, targ = self._flat(inp, targ)
+        self._check_classes(inp)
         _check_logits_targets(inp, targ, False)  # types and shapes; the class vectors were checked when built
         self._follow(inp)
         w, m, o = self.class_terms()
@@ -432,7 +428,6 @@ class SWMLoss(SWRMLoss):
         self._record(margins=margins, weights=weights)
 
 # %% ../nbs/01_losses.ipynb #30fc2a60
-from .similarity import _is_mapping
 def init_positions(n_classes:int, # number of classes C
                    init=None, # initial positions (or a `SimilarityWindow`); None = seeded N(0, 1)
                    seed:int=0, # seed of the random initialisation
@@ -443,16 +438,10 @@ def init_positions(n_classes:int, # number of classes C
     p = check_positions(torch.as_tensor(getattr(init, 'positions', init)).detach(), n_classes).float().cpu()
     return standardize(p)
 
-def dist_info() -> tuple[int, int]:
-    "`(rank, world_size)` of the initialised process group, `(0, 1)` without one (the one place the package asks)"
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
 # %% ../nbs/01_losses.ipynb #c2d677ac
 class LearnedPositions:
     "Mixin for a loss whose class positions on the line are a learnable vector, stepped by its own Adam from a gradient hook"
-    def _init_positions(self, n_classes, init, seed, lr, betas, eps, maximize=False) -> tuple:
+    def _init_positions(self, n_classes, init, seed, lr, betas, eps) -> tuple:
         "Create `positions` (seeded, or standardised `init`), the Adam state buffers and the hook; returns `betas` as floats"
         if not (math.isfinite(lr) and lr >= 0): raise ValueError(f"lr must be a finite number >= 0, got {lr}")
         self.positions = nn.Parameter(init_positions(n_classes, init, seed))
@@ -460,7 +449,7 @@ class LearnedPositions:
         self.register_buffer('exp_avg_sq', torch.zeros(n_classes))
         self.register_buffer('n_steps', torch.zeros(()))
         betas = tuple(float(b) for b in betas)
-        store_attr('lr,betas,eps,maximize'); self.names = None
+        store_attr('lr,betas,eps'); self.names = None
         self._hook()
         return betas
 
@@ -501,7 +490,7 @@ class LearnedPositions:
         b1, b2 = self.betas
         steps = self.n_steps.add_(1)  # the kernel reads the count of this step, as in torch.optim.Adam(fused=True)
         try: torch._fused_adam_([p], [g], [self.exp_avg], [self.exp_avg_sq], [], [steps], amsgrad=False, lr=self.lr,
-                                beta1=b1, beta2=b2, weight_decay=0., eps=self.eps, maximize=self.maximize, grad_scale=None,
+                                beta1=b1, beta2=b2, weight_decay=0., eps=self.eps, maximize=False, grad_scale=None,
                                 found_inf=found_inf)
         except (RuntimeError, NotImplementedError):
             steps.sub_(1)
@@ -513,7 +502,7 @@ class LearnedPositions:
     def _masked_adam(self, p, g, found_inf):
         "The same Adam step in plain tensor ops, for devices without the fused kernel"
         ok = found_inf == 0
-        g = torch.where(ok, -g if self.maximize else g, torch.zeros_like(g))
+        g = torch.where(ok, g, torch.zeros_like(g))
         b1, b2 = self.betas
         okf = ok.to(self.exp_avg.dtype)
         self.n_steps.add_(okf)
@@ -530,7 +519,6 @@ class LearnedPositions:
         return d
 
     def __setstate__(self, d):
-        d.setdefault('maximize', False)  # pickled before the option existed
         super().__setstate__(d)
         self._hook()
 
@@ -554,7 +542,6 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
                  betas:tuple=(0.9, 0.999), # Adam's moment decay rates
                  eps:float=1e-8, # Adam's epsilon
                  names=None, # class names in class order (for `similarity_window`; a dict/Series of counts is aligned to them)
-                 pull:float=0., # strength of the term that pulls confused classes together on the line (0: the paper's)
                  **kwargs, # axis, flatten, reduction, check
                 ):
         if names is not None and not _is_mapping(counts) and len(names) != len(counts):
@@ -562,13 +549,12 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
         n = check_counts(counts, names=names)
         C = len(n)
         window = check_window(window, C); check_beta_tau(beta, tau)
-        if not (math.isfinite(pull) and pull >= 0): raise ValueError(f"pull must be a finite number >= 0, got {pull}")
         super().__init__(C, weight=weight, **kwargs)
         self.register_buffer('counts', n.float().clone())  # never an alias of the caller's tensor
-        store_attr('window,beta,tau,normalize,pull')
+        store_attr('window,beta,tau,normalize')
         betas = self._init_positions(C, init, seed, lr, betas, eps)
         self._record(counts=n, window=window, beta=beta, tau=tau, lr=lr, seed=seed, normalize=normalize,
-                     weight=weight, betas=betas, eps=eps, names=None, pull=pull)
+                     weight=weight, betas=betas, eps=eps, names=None)
         if names is not None: self.set_names(names)
 
     def class_terms(self) -> tuple:
@@ -578,21 +564,6 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
         weights = window_weights(self.counts, members, self.normalize) if self.weight is None else self.weight
         return weights, window_margins(p, members, self.beta, self.tau), None
 
-    def _pull(self, z:Tensor, y:Tensor) -> Tensor:
-        "Per sample `sum_j p_j (q_y - q_j)^2`, `p` the detached softmax: small when confused classes sit together"
-        q = standardize(self.positions)
-        p = torch.softmax(z.detach().reshape(-1, z.shape[-1]).float(), -1)
-        qy = q.index_select(0, y.reshape(-1).long())
-        return qy * qy - 2 * qy * (p @ q) + p @ (q * q)
-
-    def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
-        out = super().forward(inp, targ)
-        if not self.pull or not torch.is_grad_enabled() or not isinstance(self.positions, nn.Parameter): return out
-        t = self._pull(*self._flat(inp, targ)) * self.pull
-        t = t - t.detach()  # worth 0: the loss value is Eq. 4's; only the positions get this term's gradient
-        if self.reduction == 'none': return out + t.view(out.shape)
-        return out + (t.sum() if self.reduction == 'sum' else t.mean())
-
     def similarity_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions (for plots and analysis)"
         return SimilarityWindow(self.counts, self.positions.detach().clone(), self.window, self.beta, self.tau,
@@ -600,11 +571,11 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
 
     def extra_repr(self):
         return (f"n_classes={self.n_classes}, window={self.window}, beta={self.beta}, tau={self.tau}, lr={self.lr}, "
-                f"steps={int(self.n_steps)}, reduction={self.reduction!r}" + (f", pull={self.pull}" if self.pull else ''))
+                f"steps={int(self.n_steps)}, reduction={self.reduction!r}")
 
 # %% ../nbs/01_losses.ipynb #3f4576de
 def cb_weights(counts, # per-class training counts
-               beta:float=0.9999, # effective-number hyper-parameter b, 0 <= b < 1
+               beta:float=CB_BETA, # effective-number hyper-parameter b, 0 <= b < 1
               ) -> Tensor:
     "Class-balanced weights `(1 - b) / (1 - b^n_c)`, rescaled to sum to C"
     if not (0 <= beta < 1): raise ValueError(f"beta must be in [0, 1), got {beta}")
@@ -616,7 +587,7 @@ class ClassBalancedLoss(MarginCELoss):
     "Class-balanced softmax cross-entropy (`gamma=0`) or focal loss (`gamma>0`) of Cui et al. (2019)"
     def __init__(self,
                  counts, # per-class training counts
-                 beta:float=0.9999, # effective-number hyper-parameter
+                 beta:float=CB_BETA, # effective-number hyper-parameter
                  gamma:float=0., # focal exponent; 0 = softmax cross-entropy
                  weight=None, # fixed [C] class weights replacing the class-balanced ones (set by `reweighted`)
                  **kwargs, # axis, flatten, reduction, check
@@ -696,7 +667,6 @@ def from_dls(cls:DySWRMLoss, dls, # fastai DataLoaders (or anything `class_count
     return cls(class_counts(dls), names=None if vocab is None else list(vocab), **kwargs)
 
 # %% ../nbs/01_losses.ipynb #dba67033
-from .similarity import document_params
 for _cls in (MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
              BalancedSoftmaxLoss):
     document_params(_cls)

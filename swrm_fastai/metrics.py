@@ -9,7 +9,7 @@ import numpy as np, pandas as pd, torch
 from torch import Tensor
 from fastcore.all import *
 from fastai.learner import Metric
-from .similarity import check_counts
+from .core import check_counts
 
 # %% auto #0
 __all__ = ['SHOT_GROUPS', 'shot_groups', 'per_class_accuracy', 'ShotAccuracy', 'shot_metrics', 'shot_accuracy_table']

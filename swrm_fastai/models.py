@@ -11,7 +11,7 @@ from fastcore.foundation import L
 from fastai.learner import Learner
 from fastai.callback.schedule import ParamScheduler, SchedLin, SchedNo
 from torchvision.models.resnet import ResNet, BasicBlock as _TVBasicBlock
-from .callback import resolve_epoch
+from .core import resolve_epoch, WARMUP, MILESTONES
 
 # %% auto #0
 __all__ = ['CifarBlock', 'SmallResNet', 'resnet32', 'small_resnet', 'lt_resnet10', 'lt_resnet18', 'NormedLinear', 'cosine_head',
@@ -139,8 +139,8 @@ def _combine(starts, # start of each phase, as a fraction of training (increasin
     return _inner
 
 def paper_schedule(lr:float, # peak learning rate
-                   warmup:float=5/200, # fraction of training with a linear warm-up from 0 to `lr`
-                   milestones=(0.7, 0.9), # fractions of training where the lr is multiplied by `gamma`
+                   warmup:float=WARMUP, # fraction of training with a linear warm-up from 0 to `lr`
+                   milestones=MILESTONES, # fractions of training where the lr is multiplied by `gamma`
                    gamma:float=0.1, # decay factor
                   ):
     "The paper's schedule of training progress `pos` in [0, 1] (linear warm-up, then x`gamma` steps), for `ParamScheduler`"
@@ -162,8 +162,8 @@ def _whole_epochs(frac:float, # fraction of training
 def fit_paper(self:Learner,
               n_epoch:int, # number of epochs
               lr:float=0.1, # peak learning rate
-              warmup:float=5/200, # fraction of training with a linear warm-up
-              milestones=(0.7, 0.9), # fractions of training where the lr is multiplied by `gamma` (rounded to whole epochs)
+              warmup:float=WARMUP, # fraction of training with a linear warm-up
+              milestones=MILESTONES, # fractions of training where the lr is multiplied by `gamma` (rounded to whole epochs)
               gamma:float=0.1, # decay factor
               cbs=None, # more callbacks for this fit
               **kwargs, # passed to `Learner.fit` (e.g. `wd`)

@@ -10,7 +10,8 @@ from fastcore.basics import patch
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from .similarity import SimilarityWindow
-from .losses import MarginCELoss, dist_info
+from .losses import MarginCELoss
+from .core import dist_info
 
 # %% auto #0
 __all__ = ['sidecar_path', 'swrm_learner_state', 'restore_swrm_state']

@@ -10,7 +10,7 @@ from .metrics import shot_accuracy_table, SHOT_GROUPS
 from pathlib import Path
 from .interpret import row_percent, tail_confusion_table, compare_confusions, plot_lt_confusion_matrix, plot_class_weights
 from .similarity import lookalike_share
-from .callback import resolve_epoch
+from .core import resolve_epoch
 
 # %% auto #0
 __all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'summarise', 'fmt_score', 'markdown_table', 'score_table', 'lookalike_row',

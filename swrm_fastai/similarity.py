@@ -5,123 +5,16 @@
 # %% ../nbs/00_similarity.ipynb #3d4b1ad6
 from __future__ import annotations
 import math, numbers, textwrap
-from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import Tensor
 from fastcore.basics import store_attr
-from fastcore.docments import docments
+from .core import check_counts, check_positions, check_window, check_beta_tau, document_params
 
 # %% auto #0
-__all__ = ['check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'document_params', 'window_index',
-           'window_members', 'gather_window', 'window_weights', 'swr_weights', 'standardize', 'window_margins',
+__all__ = ['window_index', 'window_members', 'gather_window', 'window_weights', 'swr_weights', 'standardize', 'window_margins',
            'swm_margins', 'embed_1d', 'SimilarityWindow', 'text_problems', 'window_chance', 'lookalike_pairs',
            'lookalike_share']
-
-# %% ../nbs/00_similarity.ipynb #093dd48f
-def _plain(x):
-    "`x` as a plain `torch.Tensor`: fastai's tensor subclasses unwrapped (they break some ops), arrays and sequences converted"
-    if isinstance(x, Tensor): return x if type(x) is Tensor else x.as_subclass(Tensor)
-    return torch.as_tensor(np.asarray(x))
-
-def _per_class_vector(x, # one value per class
-                     what:str, # what `x` is, for error messages
-                     n_classes:int|None=None, # expected number of classes, if known
-                    ) -> Tensor:
-    "`x` as a 1-D, finite, floating tensor of `n_classes` values, or a `ValueError` naming what is wrong"
-    v = torch.as_tensor(x)
-    if v.ndim != 1: raise ValueError(f"{what} must be a 1-D sequence with one value per class, got shape {tuple(v.shape)}")
-    if n_classes is not None and len(v) != n_classes:
-        raise ValueError(f"{what} has {len(v)} entries but there are {n_classes} classes (different lengths)")
-    if not v.is_floating_point(): v = v.to(torch.get_default_dtype())
-    if not torch.isfinite(v).all(): raise ValueError(f"{what} contain a non-finite value (nan or inf)")
-    return v
-
-# %% ../nbs/00_similarity.ipynb #114617df
-def _is_mapping(x):
-    "A dict or a pandas Series (its index is the key): counts keyed by class"
-    return isinstance(x, Mapping) or (callable(getattr(x, 'items', None)) and hasattr(x, 'index')
-                                      and not isinstance(x, (Tensor, np.ndarray)))
-
-def _align_counts(counts, # counts in class order, or a dict / pandas Series keyed by class name (e.g. `value_counts()`)
-                 names=None, # class names in class order (e.g. `dls.vocab`), used to order a dict or Series
-                ):
-    "`counts` in class order: a dict or pandas Series is aligned by class name (a name it lacks counts 0)"
-    if not _is_mapping(counts): return counts
-    d, what = dict(counts.items()), type(counts).__name__
-    if names is None:
-        if d and all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in d) and set(d) == set(range(len(d))):
-            return [d[i] for i in range(len(d))]  # keyed by class index 0..C-1: unambiguous
-        raise ValueError(f"counts given as a {what} keyed by class name (e.g. `value_counts()`, which is in frequency order, "
-                         "not class order) cannot be put in class order without the class names: pass names= (e.g. "
-                         "`dls.vocab`), or counts in vocabulary order (e.g. `class_counts(dls)`)")
-    keys, strs = {str(k): v for k, v in d.items()}, [str(o) for o in names]
-    unknown = [k for k in keys if k not in set(strs)]
-    if unknown: raise ValueError(f"counts given as a {what} have {len(unknown)} key(s) that are not class names: "
-                                 f"{unknown[:5]} (class names: {strs[:5]}{' ...' if len(strs) > 5 else ''})")
-    return [keys.get(s, 0) for s in strs]
-
-# %% ../nbs/00_similarity.ipynb #67ed0b10
-def _refuse_counts(n:Tensor, bad:Tensor, names, why:str):
-    "A `ValueError` naming the first class where `bad` holds, its count and `why` (`{k}`: how many classes are bad)"
-    idx = bad.nonzero().flatten().tolist()
-    if not idx: return
-    c = idx[0]; name = f" ({names[c]!r})" if names is not None else ""
-    raise ValueError(f"class {c}{name} has training count {n[c].item():g}: " + why.format(k=len(idx)))
-
-def check_counts(counts, # per-class training counts (in class order, or a dict / pandas Series keyed by class name)
-                 n_classes:int|None=None, # expected number of classes, if known
-                 names=None, # class names in class order: used in error messages and to align a dict / Series
-                ) -> Tensor:
-    "Validate per-class training counts (1-D, finite, whole numbers, every class >= 1) and return them as a float tensor"
-    n = _per_class_vector(_align_counts(counts, names), 'counts', n_classes)
-    _refuse_counts(n, n != n.round(), names, "counts are numbers of training samples, whole numbers ({k} class(es) not); "
-                   "turn estimated frequencies into counts first, e.g. round(frequency * number of training samples)")
-    _refuse_counts(n, n < 1, names, "every class needs at least 1 training sample ({k} class(es) below 1)")
-    return n
-
-def check_positions(positions, # one position per class on a line
-                    n_classes:int|None=None, # expected number of classes, if known
-                   ) -> Tensor:
-    "Validate 1-D finite positions and return them as a floating tensor"
-    return _per_class_vector(positions, 'positions', n_classes)
-
-# %% ../nbs/00_similarity.ipynb #cdd89cb6
-def check_window(window:int, # window size W
-                 n_classes:int, # number of classes C
-                ) -> int:
-    "Validate the window size: an integer with 2 <= W <= C"
-    if int(window) != window or not 2 <= window <= n_classes:
-        raise ValueError(f"window size W must be an integer in 2..C = 2..{n_classes}, got {window}")
-    return int(window)
-
-def check_beta_tau(beta:float, # margin strength, >= 0
-                   tau:float, # similarity temperature, > 0
-                  ):
-    "Validate `beta >= 0` and `tau > 0`"
-    if not (math.isfinite(beta) and beta >= 0): raise ValueError(f"beta must be a finite number >= 0, got {beta}")
-    if not (math.isfinite(tau) and tau > 0): raise ValueError(f"tau must be a finite number > 0, got {tau}")
-
-# %% ../nbs/00_similarity.ipynb #e6ed280c
-def _param_header(p):
-    "`name : type, default value` of a signature parameter, numpydoc style"
-    import inspect
-    name = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'}.get(p.kind, '') + p.name
-    anno = '' if p.annotation is p.empty else p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
-    parts = ([anno] if anno else []) + ([f"default {p.default!r}"] if p.default is not p.empty else [])
-    return f"{name} : {', '.join(parts)}" if parts else name
-
-def document_params(cls):
-    "Put a 'Parameters' block, built from the inline comments of `cls.__init__` (`docments`), in its docstring for `help()`"
-    import inspect
-    init = cls.__dict__.get('__init__')
-    if init is None: raise ValueError(f"{cls.__name__} does not define its own __init__")
-    try: docs = docments(init, args_kwargs=True)
-    except (OSError, TypeError, SyntaxError): docs = {}  # no source (e.g. a class defined in a notebook cell): names only
-    rows = [f"{_param_header(p)}\n    {docs.get(k) or ''}".rstrip()
-            for k, p in inspect.signature(init).parameters.items() if k != 'self']
-    init.__doc__ = f"Create a `{cls.__name__}`\n\nParameters\n----------\n" + '\n'.join(rows)
-    return cls
 
 # %% ../nbs/00_similarity.ipynb #26938fb7
 def _rank_classes(positions:Tensor, # one position per class

@@ -9,7 +9,7 @@ from fastai.vision.all import (vision_learner, resnet18, ImageDataLoaders, DataB
 from fastai.callback.progress import no_bar  # noqa: F401
 from swrm_fastai.similarity import SimilarityWindow, embed_1d, swr_weights, swm_margins
 from swrm_fastai.losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss
-from swrm_fastai.data import class_counts
+from swrm_fastai.core import class_counts
 from swrm_fastai.callback import SimilarityWindowCallback, DeferredReweighting, LossSwitchCallback, class_prototypes
 
 COUNTS = [20, 14, 10, 7, 5, 4, 3, 2, 2, 2]  # long-tailed training counts, 10 classes

@@ -14,7 +14,7 @@ from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.persist import sidecar_path
 from swrm_fastai.losses import (DySWRMLoss, SWRMLoss, SWRLoss, SWMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, MarginCELoss, margin_ce)
-from swrm_fastai.data import class_counts
+from swrm_fastai.core import class_counts
 from swrm_fastai.models import cosine_head
 from swrm_fastai.test_utils import blobs_dls, blob_items
 
