@@ -4,13 +4,13 @@
 # and the window-on-logit-adjustment experiments that did not beat logit adjustment live in `swrm_fastai.experiments`
 # (`PairwiseWindowLoss`, `TemperedWindowLoss`, `DyPairwiseWindowLoss`: kept to reproduce their tables, not recommended).
 # Importing it also adds the package's methods to fastai classes: `Learner.fit_paper` (models), `Learner.save`/`load`
-# keeping the package's loss (persist), `DySWRMLoss.from_dls` (losses) and the long-tailed `ClassificationInterpretation`
+# keeping the package's loss (patches), `DySWRMLoss.from_dls` (losses) and the long-tailed `ClassificationInterpretation`
 # methods (interpret). `tests/test_api.py` keeps it at most 60 names, none of them a name of `fastai.vision.all`.
 from .similarity import SimilarityWindow, embed_1d, window_members, swr_weights, swm_margins, window_chance, lookalike_share
 from .losses import (margin_ce, MarginCELoss, SWRMLoss, SWRLoss, SWMLoss, DySWRMLoss, cb_weights, ClassBalancedLoss,
                      ldam_margins, LDAMLoss, posthoc_adjust, LogitAdjustedLoss, BalancedSoftmaxLoss)
 from .models import SmallResNet, resnet32, small_resnet, lt_resnet10, lt_resnet18, NormedLinear, cosine_head, paper_schedule
-from .persist import sidecar_path
+from .patches import sidecar_path
 from .core import class_counts
 from .data import (long_tail_counts, long_tail_indices, arrays_lt_dls, fashion_mnist_lt, glyphs_lt, cifar_lt,
                    imagenet_lt, places_lt)

@@ -31,7 +31,7 @@ from .core import resolve_epoch
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, similarity_window_of
 from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
-from .persist import _window_state
+from .patches import _window_state
 from .core import auto_threads
 from . import data as lt_data
 

@@ -5,7 +5,7 @@
 # %% ../nbs/04_callback.ipynb #82043866
 from __future__ import annotations
 import contextlib, math, time, warnings
-import numbers, sys
+import numbers
 import numpy as np
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.callback.mixup import MixHandler
 from .core import (check_window, check_beta_tau, document_params, dist_info, class_counts, _SINGLE_LABEL,
     resolve_epoch, _check_start_epoch, CB_BETA)
-import swrm_fastai.persist  # Learner.save/load keep the stage-2 loss and the similarity window
+from .patches import in_fine_tune_warmup  # also: Learner.save/load keep the stage-2 loss and the window
 from .similarity import SimilarityWindow, embed_1d
 from .losses import MarginCELoss, SWRMLoss, DySWRMLoss, ClassBalancedLoss, cb_weights
 
@@ -160,16 +160,6 @@ class EpochTimer(Callback):
     def after_train(self): self.times.append(time.perf_counter() - self._start)
 
 # %% ../nbs/04_callback.ipynb #1f653be8
-def _in_fine_tune_warmup(learn) -> bool:
-    "Whether `learn` is running the frozen head warm-up of `Learner.fine_tune` (its first fit, with the body frozen)"
-    code = getattr(getattr(type(learn), 'fine_tune', None), '__code__', None)
-    if code is None or getattr(getattr(learn, 'opt', None), 'frozen_idx', 0) == 0: return False
-    f = sys._getframe(1)
-    while f is not None:
-        if f.f_code is code and f.f_locals.get('self') is learn: return True
-        f = f.f_back
-    return False
-
 def reset_trackers(learn) -> list:
     "Reset the best value (and patience) of every fastai `TrackerCallback` of `learn`; the names of those reset"
     done = []
@@ -255,7 +245,7 @@ class LossSwitchCallback(Callback):
             return
         self._data_counts, self.switch_epoch = None, None
         self.check_setup()
-        if _in_fine_tune_warmup(self.learn):
+        if in_fine_tune_warmup(self.learn):
             self.log(f"{type(self).__name__}: `fine_tune`'s frozen warm-up: no switch; start_epoch={self.start_epoch!r} counts "
                      "the epochs of the unfrozen fit that follows")
             return

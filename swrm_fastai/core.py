@@ -150,7 +150,6 @@ def check_beta_tau(beta:float, # margin strength, >= 0
 # %% ../nbs/00_core.ipynb #e6ed280c
 def _param_header(p):
     "`name : type, default value` of a signature parameter, numpydoc style"
-    import inspect
     name = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'}.get(p.kind, '') + p.name
     anno = '' if p.annotation is p.empty else p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
     parts = ([anno] if anno else []) + ([f"default {p.default!r}"] if p.default is not p.empty else [])
@@ -158,7 +157,6 @@ def _param_header(p):
 
 def document_params(cls):
     "Put a 'Parameters' block, built from the inline comments of `cls.__init__` (`docments`), in its docstring for `help()`"
-    import inspect
     init = cls.__dict__.get('__init__')
     if init is None: raise ValueError(f"{cls.__name__} does not define its own __init__")
     try: docs = docments(init, args_kwargs=True)

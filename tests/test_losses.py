@@ -11,7 +11,7 @@ from fastai.callback.mixup import MixUp
 from fastai.callback.schedule import *  # Learner.lr_find
 from fastai.interpret import ClassificationInterpretation
 from swrm_fastai.similarity import SimilarityWindow
-from swrm_fastai.persist import sidecar_path
+from swrm_fastai.patches import sidecar_path
 from swrm_fastai.losses import (DySWRMLoss, SWRMLoss, SWRLoss, SWMLoss, ClassBalancedLoss, LDAMLoss, LogitAdjustedLoss,
                                 BalancedSoftmaxLoss, MarginCELoss, margin_ce)
 from swrm_fastai.core import class_counts
