@@ -29,7 +29,7 @@ from swrm_fastai.callback import (LossSwitchCallback, SimilarityWindowCallback, 
     EpochTimer)
 from .core import resolve_epoch
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
-from .interpret import confusion_from_preds, similarity_window_of
+from .interpret import confusion_from_preds, learner_window
 from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
 from .patches import _window_state
 from .core import auto_threads
@@ -310,9 +310,9 @@ def _bench_jobs(cfg:dict) -> list:
     if not cfg['sweep']: return [(m, s, {}) for m in cfg['methods'] for s in cfg['seeds']]
     return [(m, s, {k: v}) for k, vals in cfg['sweep'].items() for v in vals for m in cfg['methods'] for s in cfg['seeds']]
 
-def _similarity_window(learn):
+def _run_window(learn):
     "The learner's similarity window (SWRM family) or its DySWRM loss's current one, else None"
-    try: return similarity_window_of(learn)
+    try: return learner_window(learn)
     except ValueError: return None
 
 # %% ../nbs/06_bench.ipynb #c900bd47
@@ -427,7 +427,7 @@ def run_bench(cfg:dict, # from `bench_config`
         res = fit_method(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
         scores, pc = run_scores(res['preds'], res['targs'], counts, names)
         extra = {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
-        sw = _similarity_window(res['learn'])
+        sw = _run_window(res['learn'])
         look = lookalike_row(sw, groups, names)
         rows.append(_run_row(res, scores, look, extra, threads, commit))
         per_class.append(pc.assign(method=method, seed=seed, **extra).rename_axis('class').reset_index())

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
 from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.hook import Hook
 from fastai.torch_core import to_device
@@ -152,6 +152,7 @@ class SkipValidation(Callback):
     def before_validate(self):
         if self.learn.dl is self.learn.dls.valid: raise CancelValidException()
 
+# %% ../nbs/04_callback.ipynb #cf27ecc5
 class EpochTimer(Callback):
     "Wall-clock seconds of each training epoch in `times` (the loss swap at `before_epoch` is not included)"
     order = -5
@@ -207,108 +208,139 @@ class LossSwitchCallback(Callback):
     uses_model = False  # whether the stage-2 loss is built from the current model (then a switch at epoch 0 warns)
     @property
     def names(self): return getattr(self.dls, 'vocab', None)
-    def already_switched(self) -> bool:
-        "Whether the learner already carries the stage-2 loss (restored by `learn.load` after the switch)"
-        return isinstance(self.loss, nn.Module) and self.learn.loss_func is not self.loss and \
-               type(self.learn.loss_func) is type(self.loss) and hasattr(self.loss, 'class_terms')
-    def _in_fit(self):
-        if hasattr(self.learn, 'lr_finder'): return False  # `lr_find` runs a throw-away fit
-        lock = getattr(self.learn, 'lock', None)  # held by `validate`/`get_preds`, which also fire before_fit/before_epoch
-        return not (lock is not None and lock.locked())
 
-    def data_counts(self) -> Tensor:
-        "Training samples per class (`class_counts`, single-label data only), counted once per fit before the first batch"
-        if self._data_counts is None: self._data_counts = class_counts(self.dls, strict=False)
-        return self._data_counts
-
-    def check_setup(self):
-        "Refuse, before the first batch, what would fail at the switch: here a package loss that does not fit the data"
-        if not isinstance(self.loss, MarginCELoss): return
-        self.data_counts()  # single-label classification data
-        if self.names is not None and self.loss.n_classes != len(self.names):
-            raise ValueError(f"the stage-2 loss {type(self.loss).__name__} is built for {self.loss.n_classes} classes but "
-                             f"the data has {len(self.names)} (dls.vocab)")
-        if callable(getattr(self.loss, 'set_names', None)) and self.loss.names is None and self.names is not None: self.loss.set_names(self.names)
-
-    def _trained(self) -> bool:
-        "Whether the model has trained: an epoch seen by this callback, or an optimiser with state (e.g. Adam's moments)"
-        opt = getattr(self.learn, 'opt', None)
-        return self.epochs_trained > 0 or any(k not in ('force_train', 'do_wd') for s in getattr(opt, 'state', {}).values() for k in s)
-
-    def before_fit(self):
-        self._fitting = self._in_fit()
-        if not self._fitting or self.switched: return
-        if self.already_switched():
-            self.switched = True
-            self.log(f"{type(self).__name__}: the learner already has its stage-2 loss {type(self.learn.loss_func).__name__} "
-                     "(e.g. after `learn.load`): kept, no new switch")
-            return
-        self._data_counts, self.switch_epoch = None, None
-        self.check_setup()
-        if in_fine_tune_warmup(self.learn):
-            self.log(f"{type(self).__name__}: `fine_tune`'s frozen warm-up: no switch; start_epoch={self.start_epoch!r} counts "
-                     "the epochs of the unfrozen fit that follows")
-            return
-        self.switch_epoch = resolve_epoch(self.start_epoch, self.n_epoch)
-        if self.switch_epoch >= self.n_epoch:
-            warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch {self.switch_epoch} but the fit has "
-                          f"{self.n_epoch} epochs (0..{self.n_epoch - 1}): the loss is never switched in this fit")
-        elif self.switch_epoch == 0 and self.uses_model and not self._trained():
-            warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch 0 and the model has not trained a "
-                          "single epoch: the stage-2 loss is built from an untrained model (the paper switches after most of "
-                          "the training, e.g. start_epoch=0.7)")
-
-    def before_epoch(self):
-        if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None: return
-        if self.epoch >= self.switch_epoch: self.switch()
-
-    def after_fit(self):
-        "Warn when the fit ended (e.g. stopped early) before the switch it planned: the model never trained with stage 2"
-        if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None or self.switch_epoch >= self.n_epoch: return
-        warnings.warn(f"{type(self).__name__}: the fit ended after epoch {self.epoch} of 0..{self.n_epoch - 1} (stopped early?), "
-                      f"before the planned switch at epoch {self.switch_epoch}: the model was trained with "
-                      f"{type(self.learn.loss_func).__name__} only, stage 2 never ran")
-
-    def switch(self):
-        "Build the stage-2 loss, move it to the model's device, make it `learn.loss_func` and reset the trackers"
-        t0 = time.perf_counter()
-        loss = self.make_loss()
-        device = next(self.learn.model.parameters()).device
-        moved = loss.to(device) if hasattr(loss, 'to') else None
-        loss = moved if moved is not None else loss
-        self.old_loss_func, self.learn.loss_func = self.learn.loss_func, loss
-        self.switched = True
-        self.switch_time = time.perf_counter() - t0
-        self.timings['total'] = self.switch_time
-        reset = reset_trackers(self.learn) if self.reset_trackers else []
-        note = f"; reset {', '.join(reset)}: from now on they compare stage-2 epochs only" if reset else ''
-        self.log(f"{type(self).__name__}: epoch {self.epoch}: {self.describe(loss)} (switch took {self.switch_time:.2f} s){note}")
-
-    def log(self, msg:str):
-        self.messages = getattr(self, 'messages', []) + [msg]
-        if self.verbose and dist_info()[0] == 0: print(msg)
-
-    @property
-    def epoch_times(self) -> list: return self._timer.times
-    def before_train(self):
-        if getattr(self, '_fitting', False): self._timer.before_train()
-    def after_train(self):
-        if getattr(self, '_fitting', False) and hasattr(self._timer, '_start'):
-            self._timer.after_train()
-            self.epochs_trained += 1
-
-    def switch_cost(self) -> dict:
-        "Seconds taken by the switch (and its parts) and by one training epoch (median of those measured), and their ratio"
-        if self.switch_time is None: raise ValueError("no switch has happened yet: fit past `start_epoch` first")
-        if not self.epoch_times: raise ValueError("no training epoch was timed")
-        ep = sorted(self.epoch_times)[len(self.epoch_times) // 2]
-        return dict(self.timings, epoch=ep, ratio=self.switch_time / ep)
-
+# %% ../nbs/04_callback.ipynb #2f233bdc
 document_params(LossSwitchCallback)
+
+# %% ../nbs/04_callback.ipynb #c1c2c810
+@patch
+def already_switched(self:LossSwitchCallback) -> bool:
+    "Whether the learner already carries the stage-2 loss (restored by `learn.load` after the switch)"
+    return isinstance(self.loss, nn.Module) and self.learn.loss_func is not self.loss and \
+           type(self.learn.loss_func) is type(self.loss) and hasattr(self.loss, 'class_terms')
+
+# %% ../nbs/04_callback.ipynb #c08b6134
+@patch
+def _in_fit(self:LossSwitchCallback):
+    if hasattr(self.learn, 'lr_finder'): return False  # `lr_find` runs a throw-away fit
+    lock = getattr(self.learn, 'lock', None)  # held by `validate`/`get_preds`, which also fire before_fit/before_epoch
+    return not (lock is not None and lock.locked())
+
+@patch
+def data_counts(self:LossSwitchCallback) -> Tensor:
+    "Training samples per class (`class_counts`, single-label data only), counted once per fit before the first batch"
+    if self._data_counts is None: self._data_counts = class_counts(self.dls, strict=False)
+    return self._data_counts
+
+# %% ../nbs/04_callback.ipynb #98a6927d
+@patch
+def check_setup(self:LossSwitchCallback):
+    "Refuse, before the first batch, what would fail at the switch: here a package loss that does not fit the data"
+    if not isinstance(self.loss, MarginCELoss): return
+    self.data_counts()  # single-label classification data
+    if self.names is not None and self.loss.n_classes != len(self.names):
+        raise ValueError(f"the stage-2 loss {type(self.loss).__name__} is built for {self.loss.n_classes} classes but "
+                         f"the data has {len(self.names)} (dls.vocab)")
+    if callable(getattr(self.loss, 'set_names', None)) and self.loss.names is None and self.names is not None: self.loss.set_names(self.names)
+
+# %% ../nbs/04_callback.ipynb #dfe99c12
+@patch
+def _trained(self:LossSwitchCallback) -> bool:
+    "Whether the model has trained: an epoch seen by this callback, or an optimiser with state (e.g. Adam's moments)"
+    opt = getattr(self.learn, 'opt', None)
+    return self.epochs_trained > 0 or any(k not in ('force_train', 'do_wd') for s in getattr(opt, 'state', {}).values() for k in s)
+
+@patch
+def before_fit(self:LossSwitchCallback):
+    self._fitting = self._in_fit()
+    if not self._fitting or self.switched: return
+    if self.already_switched():
+        self.switched = True
+        self.log(f"{type(self).__name__}: the learner already has its stage-2 loss {type(self.learn.loss_func).__name__} "
+                 "(e.g. after `learn.load`): kept, no new switch")
+        return
+    self._data_counts, self.switch_epoch = None, None
+    self.check_setup()
+    if in_fine_tune_warmup(self.learn):
+        self.log(f"{type(self).__name__}: `fine_tune`'s frozen warm-up: no switch; start_epoch={self.start_epoch!r} counts "
+                 "the epochs of the unfrozen fit that follows")
+        return
+    self.switch_epoch = resolve_epoch(self.start_epoch, self.n_epoch)
+    if self.switch_epoch >= self.n_epoch:
+        warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch {self.switch_epoch} but the fit has "
+                      f"{self.n_epoch} epochs (0..{self.n_epoch - 1}): the loss is never switched in this fit")
+    elif self.switch_epoch == 0 and self.uses_model and not self._trained():
+        warnings.warn(f"{type(self).__name__}: start_epoch={self.start_epoch!r} is epoch 0 and the model has not trained a "
+                      "single epoch: the stage-2 loss is built from an untrained model (the paper switches after most of "
+                      "the training, e.g. start_epoch=0.7)")
+
+# %% ../nbs/04_callback.ipynb #97329256
+@patch
+def before_epoch(self:LossSwitchCallback):
+    if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None: return
+    if self.epoch >= self.switch_epoch: self.switch()
+
+# %% ../nbs/04_callback.ipynb #92947618
+@patch
+def after_fit(self:LossSwitchCallback):
+    "Warn when the fit ended (e.g. stopped early) before the switch it planned: the model never trained with stage 2"
+    if not getattr(self, '_fitting', False) or self.switched or self.switch_epoch is None or self.switch_epoch >= self.n_epoch: return
+    warnings.warn(f"{type(self).__name__}: the fit ended after epoch {self.epoch} of 0..{self.n_epoch - 1} (stopped early?), "
+                  f"before the planned switch at epoch {self.switch_epoch}: the model was trained with "
+                  f"{type(self.learn.loss_func).__name__} only, stage 2 never ran")
+
+# %% ../nbs/04_callback.ipynb #9d46798a
+@patch
+def switch(self:LossSwitchCallback):
+    "Build the stage-2 loss, move it to the model's device, make it `learn.loss_func` and reset the trackers"
+    t0 = time.perf_counter()
+    loss = self.make_loss()
+    device = next(self.learn.model.parameters()).device
+    moved = loss.to(device) if hasattr(loss, 'to') else None
+    loss = moved if moved is not None else loss
+    self.old_loss_func, self.learn.loss_func = self.learn.loss_func, loss
+    self.switched = True
+    self.switch_time = time.perf_counter() - t0
+    self.timings['total'] = self.switch_time
+    reset = reset_trackers(self.learn) if self.reset_trackers else []
+    note = f"; reset {', '.join(reset)}: from now on they compare stage-2 epochs only" if reset else ''
+    self.log(f"{type(self).__name__}: epoch {self.epoch}: {self.describe(loss)} (switch took {self.switch_time:.2f} s){note}")
+
+# %% ../nbs/04_callback.ipynb #905dbd32
+@patch
+def log(self:LossSwitchCallback, msg:str):
+    self.messages = getattr(self, 'messages', []) + [msg]
+    if self.verbose and dist_info()[0] == 0: print(msg)
+
+# %% ../nbs/04_callback.ipynb #2f094dfc
+@patch(as_prop=True)
+def epoch_times(self:LossSwitchCallback) -> list: return self._timer.times
+
+# %% ../nbs/04_callback.ipynb #91c1681b
+@patch
+def before_train(self:LossSwitchCallback):
+    if getattr(self, '_fitting', False): self._timer.before_train()
+
+# %% ../nbs/04_callback.ipynb #936320f6
+@patch
+def after_train(self:LossSwitchCallback):
+    if getattr(self, '_fitting', False) and hasattr(self._timer, '_start'):
+        self._timer.after_train()
+        self.epochs_trained += 1
+
+# %% ../nbs/04_callback.ipynb #728c20fe
+@patch
+def switch_cost(self:LossSwitchCallback) -> dict:
+    "Seconds taken by the switch (and its parts) and by one training epoch (median of those measured), and their ratio"
+    if self.switch_time is None: raise ValueError("no switch has happened yet: fit past `start_epoch` first")
+    if not self.epoch_times: raise ValueError("no training epoch was timed")
+    ep = sorted(self.epoch_times)[len(self.epoch_times) // 2]
+    return dict(self.timings, epoch=ep, ratio=self.switch_time / ep)
 
 # %% ../nbs/04_callback.ipynb #e1949905
 WINDOW_LOSSES = {}  # the stage-2 losses of `SimilarityWindowCallback(loss=...)`, by name
 
+# %% ../nbs/04_callback.ipynb #74545d55
 def register_window_loss(name:str, # the `loss=` name
                          cls:type, # the loss class (a learner restored with one of these is not switched again)
                          from_window=None, # `(callback, SimilarityWindow) -> loss`: built on the embedding's window
@@ -320,6 +352,7 @@ def register_window_loss(name:str, # the `loss=` name
     if (from_window is None) == (own_start is None): raise ValueError("give exactly one of from_window and own_start")
     WINDOW_LOSSES[name] = dict(cls=cls, from_window=from_window, own_start=own_start, what=what or name, strength=strength)
 
+# %% ../nbs/04_callback.ipynb #b3a67117
 def _check_window_size(window):
     "W before the number of classes is known: an integer >= 2"
     if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Real) or int(window) != window or window < 2:
@@ -349,145 +382,182 @@ class SimilarityWindowCallback(LossSwitchCallback):
         _check_window_size(window); check_beta_tau(beta, tau)
         if perplexity is not None and not (isinstance(perplexity, numbers.Real) and perplexity > 0):
             raise ValueError(f"perplexity must be a number > 0 (or None for the default), got {perplexity!r}")
-        store_attr('window,beta,tau,loss,layer,prototypes,augment,seed,normalize,perplexity')
+        store_attr('window,beta,tau,layer,prototypes,augment,seed,normalize,perplexity')
+        self.loss_name = loss  # the name; the loss it builds at the switch becomes `learn.loss_func`
         self.loss_kwargs = dict(loss_kwargs or {})
-        self._hook = self._sums = self.prototypes_ = self.window_ = None
+        self._hook = self._sums = self.switch_prototypes = self.switch_window = None
 
     @property
     def name(self): return 'swrm_switch'  # `learn.swrm_switch`; the default name would shadow `learn.similarity_window`
     @property
-    def uses_model(self): return WINDOW_LOSSES[self.loss]['own_start'] is None
-
-    # -- data and model helpers
-    @property
-    def _str_names(self): return None if self.names is None else [str(o) for o in self.names]
-    @property
-    def n_classes(self):
-        if self.names is not None: return len(self.names)
-        return feature_layer(self.learn.model, self.layer).out_features
-    def _amp_dtype(self):
-        mp = getattr(self.learn, 'mixed_precision', None)
-        if mp is None: return None
-        return torch.bfloat16 if str(getattr(mp, 'amp_mode', '')).lower().endswith('bf16') else torch.float16
-    def _train_dl(self):
-        dl = self.dls.train
-        if type(dl).__name__ == 'DistributedDL': dl = dl.dl  # shard ourselves, without DistributedDL's padding
-        return dl.new(shuffle=False, drop_last=False)
-
-    # -- everything that can be checked before the first batch
-    def check_setup(self):
-        "Refuse before the first batch: the feature layer, single-label data with every class in the training set, W <= C, the loss arguments"
-        lyr = feature_layer(self.learn.model, self.layer) if self.uses_model else None  # no linear layer / no such `layer=`
-        counts = self.data_counts()
-        C = len(self.names) if self.names is not None else getattr(lyr, 'out_features', None) or len(counts)
-        if len(counts) > C: raise ValueError(f"a training target is outside 0..{C - 1}: the data has more classes than the model")
-        _check_present(torch.cat([counts, counts.new_zeros(C - len(counts))]), self.names)
-        check_window(self.window, C)
-        if self.uses_model and C < 4: raise ValueError(f"the 1-D embedding needs at least 4 classes, got {C}")
-        self._trial_loss(counts)
-
-    def _trial_loss(self, counts):
-        "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
-        sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
-                              self.tau, self.normalize)
-        try: self._own_start(sw.counts) if not self.uses_model else self._loss_from_window(sw)
-        except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss!r}: {e}") from None
-
-    # -- 'last_epoch' mode: accumulate during the last stage-1 training epoch
-    def before_fit(self):
-        super().before_fit()
-        if self._fitting and not self.switched and self.prototypes == 'last_epoch' and self.switch_epoch == 0:
-            warnings.warn("prototypes='last_epoch' needs a stage-1 epoch but start_epoch is 0: computing them with a pass instead")
-
-    def before_train(self):
-        super().before_train()
-        if not self._fitting or self.switched or self.prototypes != 'last_epoch' or self.switch_epoch is None: return
-        if self.epoch != self.switch_epoch - 1: return
-        self._sums = self._counts = None
-        self._hook = Hook(feature_layer(self.learn.model, self.layer), lambda m, i, o: i[0])
-
-    def after_loss(self):
-        if self._hook is None or not self.training: return
-        y = self.yb[0].as_subclass(Tensor).long().flatten()
-        self._sums, self._counts = _add_features(self._sums, self._counts, self._hook.stored, y, self.n_classes)
-
-    def _remove_hook(self):
-        if self._hook is not None: self._hook.remove(); self._hook = None
-    def after_train(self):
-        super().after_train(); self._remove_hook()
-    def after_fit(self): self._remove_hook(); super().after_fit()
-    def after_cancel_fit(self): self._remove_hook()
-
-    def _epoch_prototypes(self):
-        "Prototypes from the last stage-1 epoch; a class it missed (fastai drops the last partial batch) gets the pass's"
-        sums, counts = _all_reduce_sum(self._sums), _all_reduce_sum(self._counts)
-        self._sums = self._counts = None
-        protos = (sums / counts.clamp(min=1)[:, None]).float()
-        missing = (counts < 1).nonzero().flatten()
-        if len(missing):
-            protos[missing] = self._pass_prototypes()[0][missing]
-            names = [str(self.names[c]) if self.names is not None else str(c) for c in missing.tolist()]
-            self._proto_note = f"; {', '.join(names)} not in the last epoch: from a pass"
-        return protos, self.data_counts()
-
-    def _pass_prototypes(self):
-        "Prototypes and counts from a pass over the training set (with the validation transforms unless `augment`)"
-        dl = self._train_dl()
-        no_aug = not self.augment and hasattr(dl.dataset, 'set_split_idx')  # validation item and batch transforms
-        with (dl.dataset.set_split_idx(1) if no_aug else contextlib.nullcontext()):
-            return class_prototypes(self.learn.model, dl, self.n_classes, self.layer, self.names,
-                                    n_inp=getattr(self.dls, 'n_inp', None), amp_dtype=self._amp_dtype())
-
-    # -- the switch
-    def already_switched(self):
-        "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
-        cls = WINDOW_LOSSES[self.loss]['cls']
-        if not self.uses_model: return isinstance(self.learn.loss_func, cls)
-        return getattr(self.learn, 'similarity_window', None) is not None and isinstance(self.learn.loss_func, cls)
-
-    def _dyswrm(self, counts, init=None, names=None):
-        kw = {**dict(normalize=self.normalize, names=names), **self.loss_kwargs}
-        return DySWRMLoss(counts, window=self.window, beta=self.beta, tau=self.tau, init=init, seed=self.seed, **kw)
-
-    def _own_start(self, counts, names=None):
-        "A learned-vector loss from its own seeded start"
-        return WINDOW_LOSSES[self.loss]['own_start'](self, counts, names)
-
-    def make_loss(self):
-        "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
-        if not self.uses_model: return self._own_start(self.data_counts(), names=self._str_names)
-        t0, self._proto_note = time.perf_counter(), ''
-        protos, counts = self._epoch_prototypes() if self.prototypes == 'last_epoch' and self._sums is not None else self._pass_prototypes()
-        t1 = time.perf_counter()
-        positions = embed_1d(protos, seed=self.seed, perplexity=self.perplexity) if dist_info()[0] == 0 else \
-                    torch.empty(len(protos), dtype=protos.dtype, device=protos.device)
-        positions = _broadcast_from_rank0(positions)
-        t2 = time.perf_counter()
-        sw = SimilarityWindow(counts.to(protos.dtype), positions, self.window, self.beta, self.tau, self.normalize,
-                              names=self._str_names)
-        self.prototypes_, self.window_ = protos, sw
-        self.learn.similarity_window = sw
-        self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
-        return self._loss_from_window(sw)
-
-    def _loss_from_window(self, sw):
-        "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
-        return WINDOW_LOSSES[self.loss]['from_window'](self, sw)
-
-    def describe(self, loss):
-        if not self.uses_model:
-            reg = WINDOW_LOSSES[self.loss]
-            what, strength = reg['what'], reg['strength'](self, loss) if reg['strength'] else f"beta={self.beta:g}"
-            return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, {strength}, tau={self.tau:g}"
-        sw = self.window_
-        return (f"{self.loss.upper()} from {sw.n_classes} prototypes ({self.prototypes}{getattr(self, '_proto_note', '')}, {self.timings['prototypes']:.2f} s) + "
-                f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "
-                f"{sw.weights.min().item():.3f}..{sw.weights.max().item():.3f}, margins {sw.margins.min().item():.3f}.."
-                f"{sw.margins.max().item():.3f}; loss {type(loss).__name__} on {next(self.learn.model.parameters()).device}")
+    def uses_model(self): return WINDOW_LOSSES[self.loss_name]['own_start'] is None
 
     def __getstate__(self):  # never pickle a live hook or half-accumulated sums (learn.export)
         d = self.__dict__.copy(); d.update(_hook=None, _sums=None, _counts=None); return d
 
+# %% ../nbs/04_callback.ipynb #fa9bb353
+@patch(as_prop=True)
+def _str_names(self:SimilarityWindowCallback): return None if self.names is None else [str(o) for o in self.names]
+
+@patch(as_prop=True)
+def n_classes(self:SimilarityWindowCallback):
+    if self.names is not None: return len(self.names)
+    return feature_layer(self.learn.model, self.layer).out_features
+
+# %% ../nbs/04_callback.ipynb #6ee2c128
+@patch
+def _amp_dtype(self:SimilarityWindowCallback):
+    mp = getattr(self.learn, 'mixed_precision', None)
+    if mp is None: return None
+    return torch.bfloat16 if str(getattr(mp, 'amp_mode', '')).lower().endswith('bf16') else torch.float16
+
+@patch
+def _train_dl(self:SimilarityWindowCallback):
+    dl = self.dls.train
+    if type(dl).__name__ == 'DistributedDL': dl = dl.dl  # shard ourselves, without DistributedDL's padding
+    return dl.new(shuffle=False, drop_last=False)
+
+# %% ../nbs/04_callback.ipynb #5f25b5fa
+@patch
+def check_setup(self:SimilarityWindowCallback):
+    "Refuse before the first batch: the feature layer, single-label data with every class in the training set, W <= C, the loss arguments"
+    lyr = feature_layer(self.learn.model, self.layer) if self.uses_model else None  # no linear layer / no such `layer=`
+    counts = self.data_counts()
+    C = len(self.names) if self.names is not None else getattr(lyr, 'out_features', None) or len(counts)
+    if len(counts) > C: raise ValueError(f"a training target is outside 0..{C - 1}: the data has more classes than the model")
+    _check_present(torch.cat([counts, counts.new_zeros(C - len(counts))]), self.names)
+    check_window(self.window, C)
+    if self.uses_model and C < 4: raise ValueError(f"the 1-D embedding needs at least 4 classes, got {C}")
+    self._trial_loss(counts)
+
+# %% ../nbs/04_callback.ipynb #ad1034d4
+@patch
+def _trial_loss(self:SimilarityWindowCallback, counts):
+    "Build the stage-2 loss once on evenly spaced positions: `loss_kwargs` that do not fit it fail now, not at the switch"
+    sw = SimilarityWindow(counts.clamp(min=1), torch.arange(len(counts), dtype=torch.float32), self.window, self.beta,
+                          self.tau, self.normalize)
+    try: self._own_start(sw.counts) if not self.uses_model else self._loss_from_window(sw)
+    except TypeError as e: raise ValueError(f"loss_kwargs={self.loss_kwargs} do not fit loss={self.loss_name!r}: {e}") from None
+
+# %% ../nbs/04_callback.ipynb #93a9b272
+@patch
+def before_fit(self:SimilarityWindowCallback):
+    super(SimilarityWindowCallback, self).before_fit()
+    if self._fitting and not self.switched and self.prototypes == 'last_epoch' and self.switch_epoch == 0:
+        warnings.warn("prototypes='last_epoch' needs a stage-1 epoch but start_epoch is 0: computing them with a pass instead")
+
+# %% ../nbs/04_callback.ipynb #26d142eb
+@patch
+def before_train(self:SimilarityWindowCallback):
+    super(SimilarityWindowCallback, self).before_train()
+    if not self._fitting or self.switched or self.prototypes != 'last_epoch' or self.switch_epoch is None: return
+    if self.epoch != self.switch_epoch - 1: return
+    self._sums = self._counts = None
+    self._hook = Hook(feature_layer(self.learn.model, self.layer), lambda m, i, o: i[0])
+
+# %% ../nbs/04_callback.ipynb #4e4813dd
+@patch
+def after_loss(self:SimilarityWindowCallback):
+    if self._hook is None or not self.training: return
+    y = self.yb[0].as_subclass(Tensor).long().flatten()
+    self._sums, self._counts = _add_features(self._sums, self._counts, self._hook.stored, y, self.n_classes)
+
+# %% ../nbs/04_callback.ipynb #2c2e1709
+@patch
+def _remove_hook(self:SimilarityWindowCallback):
+    if self._hook is not None: self._hook.remove(); self._hook = None
+
+@patch
+def after_train(self:SimilarityWindowCallback):
+    super(SimilarityWindowCallback, self).after_train(); self._remove_hook()
+
+# %% ../nbs/04_callback.ipynb #1594ba94
+@patch
+def after_fit(self:SimilarityWindowCallback): self._remove_hook(); super(SimilarityWindowCallback, self).after_fit()
+
+# %% ../nbs/04_callback.ipynb #d2cdebe8
+@patch
+def after_cancel_fit(self:SimilarityWindowCallback): self._remove_hook()
+
+# %% ../nbs/04_callback.ipynb #ba3a3a2f
+@patch
+def _epoch_prototypes(self:SimilarityWindowCallback):
+    "Prototypes from the last stage-1 epoch; a class it missed (fastai drops the last partial batch) gets the pass's"
+    sums, counts = _all_reduce_sum(self._sums), _all_reduce_sum(self._counts)
+    self._sums = self._counts = None
+    protos = (sums / counts.clamp(min=1)[:, None]).float()
+    missing = (counts < 1).nonzero().flatten()
+    if len(missing):
+        protos[missing] = self._pass_prototypes()[0][missing]
+        names = [str(self.names[c]) if self.names is not None else str(c) for c in missing.tolist()]
+        self._proto_note = f"; {', '.join(names)} not in the last epoch: from a pass"
+    return protos, self.data_counts()
+
+@patch
+def _pass_prototypes(self:SimilarityWindowCallback):
+    "Prototypes and counts from a pass over the training set (with the validation transforms unless `augment`)"
+    dl = self._train_dl()
+    no_aug = not self.augment and hasattr(dl.dataset, 'set_split_idx')  # validation item and batch transforms
+    with (dl.dataset.set_split_idx(1) if no_aug else contextlib.nullcontext()):
+        return class_prototypes(self.learn.model, dl, self.n_classes, self.layer, self.names,
+                                n_inp=getattr(self.dls, 'n_inp', None), amp_dtype=self._amp_dtype())
+
+# %% ../nbs/04_callback.ipynb #5bdfdccb
+@patch
+def already_switched(self:SimilarityWindowCallback):
+    "A learner restored after the switch (`learn.load` brings back the loss and window) is not switched again"
+    cls = WINDOW_LOSSES[self.loss_name]['cls']
+    if not self.uses_model: return isinstance(self.learn.loss_func, cls)
+    return getattr(self.learn, 'similarity_window', None) is not None and isinstance(self.learn.loss_func, cls)
+
+# %% ../nbs/04_callback.ipynb #06788e41
+@patch
+def _dyswrm(self:SimilarityWindowCallback, counts, init=None, names=None):
+    kw = {**dict(normalize=self.normalize, names=names), **self.loss_kwargs}
+    return DySWRMLoss(counts, window=self.window, beta=self.beta, tau=self.tau, init=init, seed=self.seed, **kw)
+
+@patch
+def _own_start(self:SimilarityWindowCallback, counts, names=None):
+    "A learned-vector loss from its own seeded start"
+    return WINDOW_LOSSES[self.loss_name]['own_start'](self, counts, names)
+
+@patch
+def make_loss(self:SimilarityWindowCallback):
+    "The paper's DySWRM starts from its own seeded vector; every other loss models the similarity first"
+    if not self.uses_model: return self._own_start(self.data_counts(), names=self._str_names)
+    t0, self._proto_note = time.perf_counter(), ''
+    protos, counts = self._epoch_prototypes() if self.prototypes == 'last_epoch' and self._sums is not None else self._pass_prototypes()
+    t1 = time.perf_counter()
+    positions = embed_1d(protos, seed=self.seed, perplexity=self.perplexity) if dist_info()[0] == 0 else \
+                torch.empty(len(protos), dtype=protos.dtype, device=protos.device)
+    positions = _broadcast_from_rank0(positions)
+    t2 = time.perf_counter()
+    sw = SimilarityWindow(counts.to(protos.dtype), positions, self.window, self.beta, self.tau, self.normalize,
+                          names=self._str_names)
+    self.switch_prototypes, self.switch_window = protos, sw
+    self.learn.similarity_window = sw
+    self.timings.update(prototypes=t1 - t0, embedding=t2 - t1)
+    return self._loss_from_window(sw)
+
+# %% ../nbs/04_callback.ipynb #58208044
+@patch
+def _loss_from_window(self:SimilarityWindowCallback, sw):
+    "The stage-2 loss from a similarity window (the embedding's at the switch, a trial one before the fit)"
+    return WINDOW_LOSSES[self.loss_name]['from_window'](self, sw)
+
+@patch
+def describe(self:SimilarityWindowCallback, loss):
+    if not self.uses_model:
+        reg = WINDOW_LOSSES[self.loss_name]
+        what, strength = reg['what'], reg['strength'](self, loss) if reg['strength'] else f"beta={self.beta:g}"
+        return f"{what} from its seeded initialisation (seed {self.seed}; no prototypes, no t-SNE); W={self.window}, {strength}, tau={self.tau:g}"
+    sw = self.switch_window
+    return (f"{self.loss_name.upper()} from {sw.n_classes} prototypes ({self.prototypes}{getattr(self, '_proto_note', '')}, {self.timings['prototypes']:.2f} s) + "
+            f"1-D t-SNE ({self.timings['embedding']:.2f} s); W={sw.window}, beta={sw.beta:g}, tau={sw.tau:g}; weights "
+            f"{sw.weights.min().item():.3f}..{sw.weights.max().item():.3f}, margins {sw.margins.min().item():.3f}.."
+            f"{sw.margins.max().item():.3f}; loss {type(loss).__name__} on {next(self.learn.model.parameters()).device}")
+
+# %% ../nbs/04_callback.ipynb #519aa2a2
 document_params(SimilarityWindowCallback)
 
 for _v in ('swrm', 'swr', 'swm'): register_window_loss(_v, SWRMLoss, from_window=lambda cb, sw, v=_v: SWRMLoss.from_window(sw, variant=v, **cb.loss_kwargs))
@@ -530,4 +600,5 @@ class DeferredReweighting(LossSwitchCallback):
 
     def describe(self, loss): return f"class-balanced weights (beta={self.beta}, {self.reduction}) switched on: {type(loss).__name__}"
 
+# %% ../nbs/04_callback.ipynb #c292436e
 document_params(DeferredReweighting)

@@ -40,24 +40,26 @@ def window_pair_margins(counts:Tensor, # float counts, one per class, all >= 1
     gap = (gather_window(ln, members) - ln[:, None]).clamp_min(0)
     return torch.zeros(len(q), len(q), dtype=q.dtype, device=q.device).scatter(1, members, sim * gap)
 
+# %% ../nbs/04a_experiments.ipynb #e10eafec
 def _check_nonneg(**kw):
     "Each keyword must be a finite number >= 0"
     for k, v in kw.items():
         if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0): raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
 
 class FixedLine:
-    "Mixin for a loss built on a fixed similarity window: `from_window` and `similarity_window` (the diagnostic's input)"
+    "Mixin for a loss built on a fixed similarity window: `from_window` and `as_window` (the diagnostic's input)"
     @classmethod
     def from_window(cls, sw:SimilarityWindow, # counts, positions, W, tau and names come from here
                     **kwargs): # the loss's other arguments
         "This loss on the window `sw`"
         return cls(sw.counts, sw.positions, sw.window, tau=sw.tau, names=sw.names, **kwargs)
 
-    def similarity_window(self) -> SimilarityWindow:
+    def as_window(self) -> SimilarityWindow:
         "The window the loss's terms come from"
         return SimilarityWindow(self._args['counts'], self._args['positions'], self.window, getattr(self, 'beta', 0.),
                                 self.tau, names=self.names)
 
+# %% ../nbs/04a_experiments.ipynb #99c259b0
 class PairwiseWindowLoss(FixedLine, PairOffsets, MarginCELoss):
     "Logit adjustment plus pairwise margins: the target must beat each more frequent class of its window by `kappa * P[y, j]` more"
     def __init__(self,
@@ -91,6 +93,7 @@ def tempered_weights(weights, # [C] class weights (e.g. the SWR weights of Eq. 2
     w = torch.as_tensor(weights).double().pow(power)
     return (w * len(w) / w.sum()).float()
 
+# %% ../nbs/04a_experiments.ipynb #69e3c145
 class TemperedWindowLoss(FixedLine, MarginCELoss):
     "Logit adjustment plus a window's SWM margins (Eq. 3) and its SWR weights (Eq. 2) tempered to `w^power`, mean 1"
     def __init__(self,
@@ -163,7 +166,7 @@ class DyPairwiseWindowLoss(LearnedPositions, PairOffsets, MarginCELoss):
         pair = window_pair_margins(self.counts, p, window_index(p.detach(), self.window), self.tau)
         return self.la_offset[None, :] + self.kappa * pair
 
-    def similarity_window(self) -> SimilarityWindow:
+    def as_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions"
         return SimilarityWindow(self.counts, self.positions.detach().clone(), self.window, 0., self.tau, names=self.names)
 

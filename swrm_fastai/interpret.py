@@ -21,7 +21,7 @@ from .core import _plain
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
            'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
-           'plot_class_weights', 'learner_counts', 'similarity_window_of', 'loss_label']
+           'plot_class_weights', 'learner_counts', 'learner_window', 'loss_label']
 
 # %% ../nbs/05_interpret.ipynb #5bda54a5
 def _check_confusion(cm, # confusion matrix, `cm[true, predicted]`
@@ -60,6 +60,7 @@ def confusion_from_preds(preds, # predicted classes [N], or scores/probabilities
     cm = torch.bincount(t * n_classes + p, minlength=n_classes * n_classes).view(n_classes, n_classes)
     return cm.cpu().numpy()
 
+# %% ../nbs/05_interpret.ipynb #c55bc0aa
 def row_percent(cm, # confusion matrix, `cm[true, predicted]`
                ) -> np.ndarray:
     "`100 * cm[t, p] / sum_p cm[t, p]`: percentage of each true class's samples predicted as each class (NaN for a class without samples)"
@@ -77,6 +78,7 @@ def class_names(names, # class names (e.g. `dls.vocab`), or None for "0", "1", .
     if len(names) != n_classes: raise ValueError(f"{len(names)} names given for {n_classes} classes")
     return names
 
+# %% ../nbs/05_interpret.ipynb #7a5a735a
 def shot_labels(counts, # per-class training counts
                 many:int=100, # a class with more than `many` training samples is a head (many-shot) class
                 few:int=20, # a class with fewer than `few` training samples is a few-shot class
@@ -87,6 +89,7 @@ def shot_labels(counts, # per-class training counts
     for g, idx in shot_groups(n, many=many, few=few).items(): lab[torch.as_tensor(idx, dtype=torch.long).cpu().numpy()] = g
     return lab
 
+# %% ../nbs/05_interpret.ipynb #37517132
 def frequency_order(counts, # per-class training counts
                    ) -> np.ndarray:
     "Classes from the most to the least frequent in training (stable: ties keep class order)"
@@ -95,6 +98,7 @@ def frequency_order(counts, # per-class training counts
 # %% ../nbs/05_interpret.ipynb #e5b15da2
 TAIL_COLUMNS = ['true_idx', 'true', 'true_shot', 'true_count', 'pred_idx', 'pred', 'pred_count', 'n', 'pct']
 
+# %% ../nbs/05_interpret.ipynb #474c411d
 def _check_top_min(top, min_pct):
     if top is not None and (isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1):
         raise ValueError(f"top must be a whole number >= 1 or None, got {top!r}")
@@ -134,6 +138,7 @@ def tail_confusion_table(cm, # confusion matrix on the test set, `cm[true, predi
     if not len(df): _empty_reason(df, n, head, a, many, few, min_pct)
     return df
 
+# %% ../nbs/05_interpret.ipynb #904b7fbf
 def _empty_reason(df, n, head, a, many, few, min_pct):
     "Say why the table is empty: in `df.attrs['reason']` and as a warning"
     if not head.any():
@@ -175,6 +180,7 @@ def compare_confusions(table:pd.DataFrame, # a `tail_confusion_table` of the fir
 # %% ../nbs/05_interpret.ipynb #e60a1921
 SHOT_COLUMNS = ['group', 'n_classes', 'train_count', 'n_valid', 'accuracy']
 
+# %% ../nbs/05_interpret.ipynb #edd2e7b8
 def shot_report(preds, # predicted classes [N], or scores/logits [N, C]
                 targs, # true classes [N]
                 counts, # per-class training counts
@@ -308,10 +314,11 @@ def learner_counts(learn, # a fastai `Learner`
                          "training set, and its loss does not know them): pass counts=")
     return _plain(torch.as_tensor(c)).detach().cpu()
 
-def similarity_window_of(learn, # a fastai `Learner`
+# %% ../nbs/05_interpret.ipynb #30d63616
+def learner_window(learn, # a fastai `Learner`
                         ) -> SimilarityWindow:
     "The similarity window of a trained learner: the current one of a DySWRM loss, else `learn.similarity_window`"
-    sw = learn.loss_func.similarity_window() if callable(getattr(learn.loss_func, 'similarity_window', None)) else None
+    sw = learn.loss_func.as_window() if callable(getattr(learn.loss_func, 'as_window', None)) else None
     if sw is None: sw = getattr(learn, 'similarity_window', None)
     if sw is None:
         raise ValueError("this learner has no similarity window: train it with `SimilarityWindowCallback` "
@@ -348,6 +355,7 @@ def lt_preds(self:ClassificationInterpretation):
         self._lt_preds = tuple(_plain(o).detach().cpu() for o in (preds, targs, dec))
     return self._lt_preds
 
+# %% ../nbs/05_interpret.ipynb #95500730
 @patch
 def lt_confusion_matrix(self:ClassificationInterpretation):
     "Confusion matrix `cm[true, predicted]` on `self.dl` (numpy int64), from the cached predictions"
@@ -394,6 +402,7 @@ def shot_accuracy(self:ClassificationInterpretation,
     _, targs, dec = self.lt_preds()
     return shot_report(dec, targs, self._lt_counts(counts), self.vocab, many=many, few=few)
 
+# %% ../nbs/05_interpret.ipynb #2e884721
 @patch
 def plot_lt_confusion_matrix(self:ClassificationInterpretation,
                              counts=None, # training counts (default: the learner's)
@@ -412,16 +421,17 @@ def plot_class_weights(self:ClassificationInterpretation,
                       ):
     "SWR against class-balanced weights for this learner's classes; returns the Axes"
     if positions is None or window is None:
-        sw = similarity_window_of(self.learn)
+        sw = learner_window(self.learn)
         positions = sw.positions if positions is None else positions
         window = sw.window if window is None else window
     return plot_class_weights(self._lt_counts(counts), positions, window, names=kwargs.pop('names', self.vocab), **kwargs)
 
+# %% ../nbs/05_interpret.ipynb #14f3a658
 @patch
 def plot_similarity_window(self:ClassificationInterpretation,
                            ax=None, # matplotlib Axes to draw on
                            names=None, # class names (default: the vocab)
                           ):
     "`SimilarityWindow.plot` of the learner's similarity window (SWRM) or of its DySWRM loss's current one"
-    sw = similarity_window_of(self.learn)
+    sw = learner_window(self.learn)
     return sw.plot(ax=ax, names=class_names(self.vocab if names is None else names, sw.n_classes))  # its own figure size

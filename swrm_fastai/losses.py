@@ -198,6 +198,7 @@ def margin_ce(logits:Tensor, # [..., C] raw scores
     return _margin_ce(z, y, weight, target_margin, class_offset, float(scale), float(gamma), reduction, check,
                       bool(margin_in_logits))
 
+# %% ../nbs/01_losses.ipynb #1dc567a0
 def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
     "`margin_ce` on validated arguments: value checks, float32, the one-node loss"
     cpu = z.device.type == 'cpu'
@@ -217,7 +218,7 @@ def _margin_ce(z, y, w, m, o, scale, gamma, reduction, check, m_in_logits):
     return out.reshape(y.shape) if reduction == 'none' else out
 
 # %% ../nbs/01_losses.ipynb #db50dd7f
-_LOSSES = {}
+_LOSS_CLASSES = {}
 
 def _as_arg(v):
     "Arguments are recorded as plain values or CPU tensors, so they can be saved with `weights_only` torch files"
@@ -231,7 +232,7 @@ class MarginCELoss(nn.Module):
     y_int = True # MixUp/CutMix keep integer targets
     _weight_arg = 'weight' # name of the argument holding the class weights, for `reweighted`
     def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs); _LOSSES.setdefault(cls.__name__, cls)  # first definition wins (cloudpickle may rebuild classes)
+        super().__init_subclass__(**kwargs); _LOSS_CLASSES.setdefault(cls.__name__, cls)  # first definition wins (cloudpickle may rebuild classes)
 
     def __init__(self,
                  n_classes:int, # number of classes C
@@ -284,44 +285,6 @@ class MarginCELoss(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._set_margin_flag()  # loaded margins may have the other sign
 
-    def class_terms(self) -> tuple:
-        "The per-class (weight, target_margin, class_offset) used for the next batch"
-        return self.weight, self.target_margin, self.class_offset
-
-    @property
-    def class_weights(self) -> Tensor:
-        "Per-class weights in use (ones when the loss does not weight classes)"
-        w = self.class_terms()[0]
-        return torch.ones(self.n_classes, device=self._device()) if w is None else w.detach()
-
-    @property
-    def class_margins(self) -> Tensor:
-        "Per-class margins added to the target logit (zeros when none)"
-        m = self.class_terms()[1]
-        return torch.zeros(self.n_classes, device=self._device()) if m is None else m.detach()
-
-    def _device(self):
-        t = next(iter(self.buffers()), None)
-        return t.device if t is not None else torch.device('cpu')
-
-    def _follow(self, x:Tensor):
-        "Move the buffers and parameters to the device of `x` if they live elsewhere (checks the first one it finds)"
-        for t in (*self._parameters.values(), *self._buffers.values()):
-            if t is not None:
-                if t.device != x.device: self.to(x.device)
-                return
-
-    def _flat(self, inp, targ):
-        inp, targ = _plain(inp), _plain(targ)
-        if self.axis not in (-1, inp.ndim - 1): inp = inp.transpose(self.axis, -1)
-        if self.flatten: inp, targ = _rows(inp), _rows(targ)
-        return inp, targ
-
-    def _check_classes(self, inp:Tensor):
-        if inp.shape[-1] != self.n_classes:
-            raise ValueError(f"the loss was built for {self.n_classes} classes (counts/weights have {self.n_classes} "
-                             f"entries) but the logits have {inp.shape[-1]} classes")
-
     def forward(self, inp:Tensor, targ:Tensor) -> Tensor:
         inp, targ = self._flat(inp, targ)
         self._check_classes(inp)
@@ -337,36 +300,89 @@ class MarginCELoss(nn.Module):
         "Predicted class: argmax of the raw logits"
         return x.argmax(dim=self.axis)
 
-    def _opts(self): return dict(axis=self.axis, flatten=self.flatten, reduction=self.reduction, check=self.check)
-
-    def swrm_state(self) -> dict:
-        "Everything needed to rebuild this loss: class name, arguments, options and `state_dict` (weights_only-safe)"
-        return dict(cls=type(self).__name__, args=dict(self._args), opts=self._opts(),
-                    state={k: v.detach().cpu().clone() for k, v in self.state_dict().items()})
-
     @staticmethod
     def from_swrm_state(state:dict): # the result of `swrm_state`
         "Rebuild a loss of this package from `swrm_state`"
-        if state.get('cls') not in _LOSSES: raise ValueError(f"unknown loss class {state.get('cls')!r} in saved state (the experiments' "
+        if state.get('cls') not in _LOSS_CLASSES: raise ValueError(f"unknown loss class {state.get('cls')!r} in saved state (the experiments' "
                                                       "losses need `import swrm_fastai.experiments` first)")
-        loss = _LOSSES[state['cls']](**state['args'], **state['opts'])
+        loss = _LOSS_CLASSES[state['cls']](**state['args'], **state['opts'])
         loss.load_state_dict(state['state'])
         return loss
 
-    def reweighted(self, weights) -> "MarginCELoss": # weights: [C] new class weights
-        "A copy of this loss (same terms and state) whose class weights are `weights`"
-        st = self.swrm_state()
-        w = self._class_vector(weights, 'weights')
-        if (w < 0).any(): raise ValueError("class weights must be >= 0")
-        st['args'][self._weight_arg] = w
-        st['state'] = {k: v for k, v in st['state'].items() if k != 'weight'}
-        new = _LOSSES[st['cls']](**st['args'], **st['opts'])
-        new.load_state_dict(st['state'], strict=False)
-        return new.to(self._device())
-
     def extra_repr(self): return f"n_classes={self.n_classes}, reduction={self.reduction!r}"
 
-_LOSSES['MarginCELoss'] = MarginCELoss
+# %% ../nbs/01_losses.ipynb #6be0f966
+_LOSS_CLASSES['MarginCELoss'] = MarginCELoss
+
+# %% ../nbs/01_losses.ipynb #96cdb3c7
+@patch
+def class_terms(self:MarginCELoss) -> tuple:
+    "The per-class (weight, target_margin, class_offset) used for the next batch"
+    return self.weight, self.target_margin, self.class_offset
+
+# %% ../nbs/01_losses.ipynb #a91bf6fd
+@patch(as_prop=True)
+def class_weights(self:MarginCELoss) -> Tensor:
+    "Per-class weights in use (ones when the loss does not weight classes)"
+    w = self.class_terms()[0]
+    return torch.ones(self.n_classes, device=self._device()) if w is None else w.detach()
+
+# %% ../nbs/01_losses.ipynb #f2697b7a
+@patch(as_prop=True)
+def class_margins(self:MarginCELoss) -> Tensor:
+    "Per-class margins added to the target logit (zeros when none)"
+    m = self.class_terms()[1]
+    return torch.zeros(self.n_classes, device=self._device()) if m is None else m.detach()
+
+# %% ../nbs/01_losses.ipynb #c08aa23c
+@patch
+def _device(self:MarginCELoss):
+    t = next(iter(self.buffers()), None)
+    return t.device if t is not None else torch.device('cpu')
+
+@patch
+def _follow(self:MarginCELoss, x:Tensor):
+    "Move the buffers and parameters to the device of `x` if they live elsewhere (checks the first one it finds)"
+    for t in (*self._parameters.values(), *self._buffers.values()):
+        if t is not None:
+            if t.device != x.device: self.to(x.device)
+            return
+
+@patch
+def _flat(self:MarginCELoss, inp, targ):
+    inp, targ = _plain(inp), _plain(targ)
+    if self.axis not in (-1, inp.ndim - 1): inp = inp.transpose(self.axis, -1)
+    if self.flatten: inp, targ = _rows(inp), _rows(targ)
+    return inp, targ
+
+@patch
+def _check_classes(self:MarginCELoss, inp:Tensor):
+    if inp.shape[-1] != self.n_classes:
+        raise ValueError(f"the loss was built for {self.n_classes} classes (counts/weights have {self.n_classes} "
+                         f"entries) but the logits have {inp.shape[-1]} classes")
+
+# %% ../nbs/01_losses.ipynb #d7cd8188
+@patch
+def _opts(self:MarginCELoss): return dict(axis=self.axis, flatten=self.flatten, reduction=self.reduction, check=self.check)
+
+@patch
+def swrm_state(self:MarginCELoss) -> dict:
+    "Everything needed to rebuild this loss: class name, arguments, options and `state_dict` (weights_only-safe)"
+    return dict(cls=type(self).__name__, args=dict(self._args), opts=self._opts(),
+                state={k: v.detach().cpu().clone() for k, v in self.state_dict().items()})
+
+# %% ../nbs/01_losses.ipynb #c8c3b4fe
+@patch
+def reweighted(self:MarginCELoss, weights) -> "MarginCELoss": # weights: [C] new class weights
+    "A copy of this loss (same terms and state) whose class weights are `weights`"
+    st = self.swrm_state()
+    w = self._class_vector(weights, 'weights')
+    if (w < 0).any(): raise ValueError("class weights must be >= 0")
+    st['args'][self._weight_arg] = w
+    st['state'] = {k: v for k, v in st['state'].items() if k != 'weight'}
+    new = _LOSS_CLASSES[st['cls']](**st['args'], **st['opts'])
+    new.load_state_dict(st['state'], strict=False)
+    return new.to(self._device())
 
 # %% ../nbs/01_losses.ipynb #41342671
 class SWRMLoss(MarginCELoss):
@@ -400,12 +416,13 @@ class SWRMLoss(MarginCELoss):
         loss._window = sw
         return loss
 
-    def similarity_window(self) -> SimilarityWindow|None:
+    def as_window(self) -> SimilarityWindow|None:
         "The window this loss was built from by `from_window` (None for one built from weights and margins)"
         return self.__dict__.get('_window')
 
     def extra_repr(self): return f"n_classes={self.n_classes}, variant={self._variant!r}, reduction={self.reduction!r}"
 
+# %% ../nbs/01_losses.ipynb #7ec9cfc1
 class SWRLoss(SWRMLoss):
     "SWR ablation: SWRM with all margins 0 (class weights only)"
     _variant = 'swr'
@@ -416,6 +433,7 @@ class SWRLoss(SWRMLoss):
         super().__init__(weights, None, **kwargs)
         self._record(weights=weights)
 
+# %% ../nbs/01_losses.ipynb #528f183a
 class SWMLoss(SWRMLoss):
     "SWM ablation: SWRM with all weights 1 (target-logit margins only)"
     _variant = 'swm'
@@ -455,7 +473,7 @@ class LearnedPositions:
 
     def set_names(self, names, # class names in class order (e.g. `dls.vocab`)
                  ) -> "LearnedPositions":
-        "Name the classes (shown by `similarity_window`, kept by `Learner.save`); returns the loss"
+        "Name the classes (shown by `as_window`, kept by `Learner.save`); returns the loss"
         names = [o if isinstance(o, (int, str)) else str(o) for o in names]
         if len(names) != self.n_classes: raise ValueError(f"{len(names)} names given for {self.n_classes} classes")
         self.names = names; self._args['names'] = _as_arg(names)
@@ -541,7 +559,7 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
                  weight=None, # fixed [C] class weights replacing the dynamic SWR weights (set by `reweighted`)
                  betas:tuple=(0.9, 0.999), # Adam's moment decay rates
                  eps:float=1e-8, # Adam's epsilon
-                 names=None, # class names in class order (for `similarity_window`; a dict/Series of counts is aligned to them)
+                 names=None, # class names in class order (for `as_window`; a dict/Series of counts is aligned to them)
                  **kwargs, # axis, flatten, reduction, check
                 ):
         if names is not None and not _is_mapping(counts) and len(names) != len(counts):
@@ -564,7 +582,7 @@ class DySWRMLoss(LearnedPositions, MarginCELoss):
         weights = window_weights(self.counts, members, self.normalize) if self.weight is None else self.weight
         return weights, window_margins(p, members, self.beta, self.tau), None
 
-    def similarity_window(self) -> SimilarityWindow:
+    def as_window(self) -> SimilarityWindow:
         "A `SimilarityWindow` snapshot of the current positions (for plots and analysis)"
         return SimilarityWindow(self.counts, self.positions.detach().clone(), self.window, self.beta, self.tau,
                                 self.normalize, self.names)
@@ -583,6 +601,7 @@ def cb_weights(counts, # per-class training counts
     w = (1 - beta) / (1 - beta ** n)
     return (w / w.sum() * len(n)).float()
 
+# %% ../nbs/01_losses.ipynb #a0e472ae
 class ClassBalancedLoss(MarginCELoss):
     "Class-balanced softmax cross-entropy (`gamma=0`) or focal loss (`gamma>0`) of Cui et al. (2019)"
     def __init__(self,
@@ -604,6 +623,7 @@ def ldam_margins(counts, # per-class training counts
     n = check_counts(counts).double()
     return (max_m * (n.min() / n) ** 0.25).float()
 
+# %% ../nbs/01_losses.ipynb #04a5e27e
 class LDAMLoss(MarginCELoss):
     "LDAM loss: cross-entropy of `s * (z - m_y e_y)` with margins `max_m * (n_min / n_c)^(1/4)`"
     def __init__(self,
@@ -626,6 +646,7 @@ def log_prior(counts) -> Tensor: # per-class training counts
     n = check_counts(counts).double()
     return (n / n.sum()).log().float()
 
+# %% ../nbs/01_losses.ipynb #9779aabe
 def posthoc_adjust(logits:Tensor, # [..., C] logits of a model trained with plain cross-entropy
                    counts, # per-class training counts
                    tau:float=1., # adjustment strength
@@ -634,6 +655,7 @@ def posthoc_adjust(logits:Tensor, # [..., C] logits of a model trained with plai
     lp = log_prior(check_counts(counts, logits.shape[-1]))
     return logits - tau * lp.to(device=logits.device, dtype=logits.dtype)
 
+# %% ../nbs/01_losses.ipynb #183fd169
 class LogitAdjustedLoss(MarginCELoss):
     "Logit-adjusted loss: cross-entropy of `z + tau * ln(prior)`"
     def __init__(self,
@@ -646,6 +668,7 @@ class LogitAdjustedLoss(MarginCELoss):
         super().__init__(len(lp), weight=weight, class_offset=tau * lp, **kwargs)
         self._record(counts=counts, tau=tau, weight=weight)
 
+# %% ../nbs/01_losses.ipynb #55be4a95
 class BalancedSoftmaxLoss(MarginCELoss):
     "Balanced softmax: cross-entropy of `z + ln(n)`"
     def __init__(self,

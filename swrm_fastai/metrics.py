@@ -17,6 +17,7 @@ __all__ = ['SHOT_GROUPS', 'shot_groups', 'per_class_accuracy', 'ShotAccuracy', '
 # %% ../nbs/03_metrics.ipynb #e9f5975e
 SHOT_GROUPS = ('many', 'medium', 'few')
 
+# %% ../nbs/03_metrics.ipynb #8599e0d5
 def shot_groups(
     counts, # Training count of each class
     many:int=100, # A class with more than `many` training samples is many-shot
@@ -65,6 +66,7 @@ def per_class_accuracy(
     correct,total = _class_hits(preds, targs, n_classes)
     return _ratio(correct, total)
 
+# %% ../nbs/03_metrics.ipynb #c54cdcc3
 def _ratio(correct, total): return torch.where(total > 0, correct.float() / total.clamp(min=1), torch.full_like(total, float('nan'), dtype=torch.float))
 
 # %% ../nbs/03_metrics.ipynb #4dde9708
@@ -106,6 +108,7 @@ class ShotAccuracy(Metric):
     @property
     def name(self): return self._name
 
+# %% ../nbs/03_metrics.ipynb #aa02bd95
 def shot_metrics(
     counts, # Training count of each class (vocab order), e.g. `dls.class_counts`
     many:int=100, # Many-shot threshold

@@ -69,6 +69,7 @@ def resnet32(n_classes:int, # number of classes C
     "The paper's CIFAR-LT model: ResNet-32 (3 stages x 5 basic blocks, 16/32/64 channels, 0.46M parameters)"
     return SmallResNet(n_classes, n=5, widths=(16, 32, 64), in_ch=in_ch)
 
+# %% ../nbs/01a_models.ipynb #515c6e26
 def small_resnet(n_classes:int, # number of classes C
                  in_ch:int=1, # input channels
                  n:int=1, # basic blocks per stage
@@ -90,6 +91,7 @@ def lt_resnet10(n_classes:int, # number of classes C
     "ResNet-10 of the paper's ImageNet-LT experiments: torchvision's ResNet with one basic block per stage"
     return _tv_resnet([1, 1, 1, 1], n_classes, in_ch)
 
+# %% ../nbs/01a_models.ipynb #d11caaca
 def lt_resnet18(n_classes:int, # number of classes C
                 in_ch:int=3, # input channels
                ) -> nn.Module:

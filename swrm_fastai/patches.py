@@ -33,6 +33,7 @@ def sidecar_path(model_file) -> Path: # the model file written by `Learner.save`
     "Sidecar file holding the package loss and similarity window next to `model_file`"
     return Path(model_file).with_suffix('.swrm.pth')
 
+# %% ../nbs/01b_patches.ipynb #be2dfb91
 def _window_state(sw):
     names = None if sw.names is None else [o if isinstance(o, (int, str)) else str(o) for o in sw.names]
     return dict(counts=sw.counts.detach().cpu(), positions=sw.positions.detach().cpu(), window=int(sw.window),
@@ -46,6 +47,7 @@ def swrm_learner_state(learn:Learner) -> dict:
     if sw is not None: st['similarity_window'] = _window_state(sw)
     return st
 
+# %% ../nbs/01b_patches.ipynb #8c4bb745
 def restore_swrm_state(learn:Learner, # the learner to restore into
                        st:dict, # from `swrm_learner_state`
                        device=None, # where to put the tensors
@@ -77,6 +79,7 @@ def save(self:Learner, file, **kwargs):
     elif side.exists(): side.unlink()
     return res
 
+# %% ../nbs/01b_patches.ipynb #ef459501
 @patch
 def load(self:Learner, file, device=None, **kwargs):
     "Load model and optimiser state (fastai), then the package loss and similarity window from the sidecar if any"

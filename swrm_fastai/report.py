@@ -20,6 +20,7 @@ __all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'summarise', 'fmt_score', '
 # %% ../nbs/06a_report.ipynb #98a8aa04
 SCORES = ('overall',) + SHOT_GROUPS
 
+# %% ../nbs/06a_report.ipynb #49992673
 def run_scores(preds, # [N, C] probabilities or logits on the test set
                targs, # [N] true classes
                counts, # training counts per class
@@ -47,6 +48,7 @@ def fmt_score(mean, std, digits=2) -> str:
     if mean is None or not np.isfinite(mean): return '–'
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and np.isfinite(std) else '')
 
+# %% ../nbs/06a_report.ipynb #dde59eca
 def markdown_table(df:pd.DataFrame) -> str:
     "A GitHub markdown table of `df` (no index), cells as strings (a `|` in a cell escaped)"
     cols = [str(c) for c in df.columns]
@@ -71,6 +73,7 @@ def score_table(summary:pd.DataFrame, # output of `summarise`
 # %% ../nbs/06a_report.ipynb #f6cc860d
 LOOKALIKE_COLS = ('lookalike_pairs_shared', 'lookalike_pairs', 'lookalike_share', 'lookalike_chance')
 
+# %% ../nbs/06a_report.ipynb #b444a943
 def lookalike_row(sw, # the run's `SimilarityWindow`, or None
                   groups, # the data's look-alike groups (`dls.lookalikes`), or None
                   names, # class names, index order
@@ -118,6 +121,7 @@ def tail_confusions_all(t:pd.DataFrame, # a `tail_confusion_table` (or `compare_
     for name, cm in cms.items(): every[f'pct_{name}'] = row_percent(cm)[ti, pi]
     return every
 
+# %% ../nbs/06a_report.ipynb #733c52fb
 def fmt_confusions(t:pd.DataFrame) -> pd.DataFrame:
     "`t` with its percentages to one decimal (`change` signed)"
     fmt = t.copy()
@@ -147,11 +151,13 @@ def source_commit() -> str|None:
         return head.stdout.strip() + ('+dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/06a_report.ipynb #4201a2bc
 def cpu_model() -> str|None:
     "The CPU's model name (Linux), for the machine a timing comes from"
     try: return next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), None)
     except OSError: return platform.processor() or None
 
+# %% ../nbs/06a_report.ipynb #eb87c78c
 def library_versions() -> dict:
     "Versions of Python and of the libraries a result depends on, the source commit and the machine"
     import importlib.metadata as md

@@ -33,6 +33,7 @@ def window_index(positions:Tensor, # one finite position per class (1-D float te
     start = (ranks - window // 2).clamp_(0, C - window)
     return order.unfold(0, window, 1).index_select(0, start)  # row s of the unfolded order: ranks s .. s + W - 1
 
+# %% ../nbs/00_similarity.ipynb #3e1affcd
 def window_members(positions, # one position per class (1-D)
                    window:int, # window size W, 2 <= W <= C
                   ) -> Tensor:
@@ -47,6 +48,7 @@ def gather_window(values:Tensor, # one value per class
     "Tensor[C, W]: `values[members]` through `index_select`, whose backward is much cheaper than advanced indexing"
     return values.index_select(0, members.flatten()).view(members.shape)
 
+# %% ../nbs/00_similarity.ipynb #3d21f831
 def window_weights(counts:Tensor, # float counts, one per class, all >= 1
                    members:Tensor, # LongTensor[C, W] from `window_members`
                    normalize:bool=False, # rescale the weights to mean 1
@@ -56,6 +58,7 @@ def window_weights(counts:Tensor, # float counts, one per class, all >= 1
     w = torch.log1p(counts.max() / counts * local)
     return w / w.mean() if normalize else w
 
+# %% ../nbs/00_similarity.ipynb #8f9642b5
 def swr_weights(counts, # per-class training counts
                 positions, # one position per class on the line
                 window:int, # window size W, 2 <= W <= C
@@ -78,6 +81,7 @@ def standardize(positions:Tensor, # one position per class
     "`(p - mean) / std` with the population std; all zeros when every position is equal"
     return _standardized(positions)[0]
 
+# %% ../nbs/00_similarity.ipynb #e4078a8c
 class _WindowMargins(torch.autograd.Function):
     "Eq. 3 on standardised positions as one autograd node, with the closed-form gradient below"
     @staticmethod
@@ -110,6 +114,7 @@ def window_margins(positions:Tensor, # one (possibly learnable) position per cla
     "Eq. 3 without input checks: `logsumexp_{i in N_W(c)}(beta |q_i - q_c| / tau) - ln W`, differentiable in `positions`"
     return _WindowMargins.apply(positions, members, float(beta), float(tau))
 
+# %% ../nbs/00_similarity.ipynb #ec100b74
 def swm_margins(positions, # one position per class on the line
                 window:int, # window size W, 2 <= W <= C
                 beta:float=1., # margin strength, >= 0
@@ -210,6 +215,7 @@ class SimilarityWindow:
                 f"  weights: {self._extreme(w, 'min')}, mean {w.mean().item():.3f}, {self._extreme(w, 'max')}\n"
                 f"  margins: {self._extreme(m, 'min')}, mean {m.mean().item():.3f}, {self._extreme(m, 'max')}")
 
+# %% ../nbs/00_similarity.ipynb #fe39ea20
 document_params(SimilarityWindow)
 
 # %% ../nbs/00_similarity.ipynb #367da7b2
@@ -279,6 +285,7 @@ def window_chance(n_classes:int, # number of classes C
     W = check_window(window, n_classes)
     return (W - 1) * (2 * n_classes - W) / (n_classes * (n_classes - 1))
 
+# %% ../nbs/00_similarity.ipynb #16390df6
 def _class_index(c, index, n_classes):
     "Index of the look-alike class `c`: a name looked up in `index`, or an integer index"
     if isinstance(c, str):
@@ -302,6 +309,7 @@ def lookalike_pairs(groups, # groups of look-alike classes: names (looked up in 
     if not pairs: raise ValueError("no look-alike group given")
     return sorted(pairs)
 
+# %% ../nbs/00_similarity.ipynb #44a134ee
 def lookalike_share(window, # a `SimilarityWindow`, or the LongTensor[C, W] of window members
                     groups, # look-alike groups: class names or class indices
                     names=None, # class names in index order (default: the window's names)

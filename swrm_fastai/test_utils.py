@@ -16,8 +16,11 @@ __all__ = ['BLOB_COUNTS', 'BLOB_CENTRES', 'blob_items', 'blobs_dls', 'blobs_lear
 
 # %% ../nbs/08_test_utils.ipynb #caaf63d6
 BLOB_COUNTS = (300, 200, 150, 40, 12, 5)  # many, many, many, medium, few, few
+
+# %% ../nbs/08_test_utils.ipynb #037d93f6
 BLOB_CENTRES = ((0., 0.), (3., 0.), (0., 3.), (1.0, 0.6), (3.8, 0.6), (0.5, 4.0))
 
+# %% ../nbs/08_test_utils.ipynb #45e76b9b
 def blob_items(counts=BLOB_COUNTS, # training points per class
                n_valid:int=30, # validation points per class
                seed:int=0, # seeds the points
@@ -46,6 +49,7 @@ def blobs_dls(counts=BLOB_COUNTS, # training points per class
     dsets = Datasets(items, [[ItemGetter(0)], [ItemGetter(1), Categorize()]], splits=IndexSplitter(valid)(items))
     return dsets.dataloaders(bs=bs, shuffle=True, seed=seed)
 
+# %% ../nbs/08_test_utils.ipynb #fba8c479
 def blobs_learner(counts=BLOB_COUNTS, # training points per class
                   n_valid:int=30, # validation points per class
                   seed:int=0, # seeds the data and the initial model

@@ -86,8 +86,8 @@ def run(out_dir):
             learn = Learner(make_dls(), make_model(), loss_func=CrossEntropyLossFlat(), cbs=[snap, cb, CPUDistributed()])
             with learn.no_bar(), learn.no_logging(): learn.fit(3, 1e-2)
             sw, lf = learn.similarity_window, learn.loss_func
-            res[mode] = dict(prototypes=cb.prototypes_, positions=sw.positions, counts=sw.counts, members=sw.members,
-                             weights=sw.weights, margins=sw.margins, init=cb.window_.positions,
+            res[mode] = dict(prototypes=cb.switch_prototypes, positions=sw.positions, counts=sw.counts, members=sw.members,
+                             weights=sw.weights, margins=sw.margins, init=cb.switch_window.positions,
                              dy_positions=lf.positions.detach().clone(), dy_steps=lf.n_steps.clone(),
                              loss=type(lf).__name__, snapshot=snap.state,
                              final=copy.deepcopy(learn.model.state_dict()))

@@ -76,7 +76,7 @@ def check_window_by_hand(learn, snap, window, beta, tau=1.):
     "Prototypes recomputed by hand equal the captured ones; the window equals Eq. 2/3 by hand on their embedding"
     protos, counts = features_by_hand(snap, learn.dls)
     assert counts.tolist() == COUNTS
-    sw, captured = learn.similarity_window, learn.swrm_switch.prototypes_
+    sw, captured = learn.similarity_window, learn.swrm_switch.switch_prototypes
     torch.testing.assert_close(captured, protos, rtol=1e-4, atol=1e-5)
     # 1-D t-SNE amplifies float32 rounding (features of a batch of 3 vs 16 differ by ~1e-7, positions then by ~1e-2),
     # so the embedding is checked on the captured prototypes: same prototypes + same seed = same positions
@@ -119,7 +119,7 @@ def test_fraction_swr_last_epoch(img_path):
     z, y = torch.randn(6, 10), torch.arange(6)
     ref = learn.similarity_window.weights[y] * nn.functional.cross_entropy(z, y, reduction='none')
     torch.testing.assert_close(learn.loss_func(z, y), ref.mean(), rtol=1e-5, atol=1e-6)
-    assert cb.prototypes_.shape == (10, 512) and cb._hook is None  # resnet18 head: 512 features into the last Linear
+    assert cb.switch_prototypes.shape == (10, 512) and cb._hook is None  # resnet18 head: 512 features into the last Linear
 
 def test_fp16_mixup(img_path):
     log = LossLog(snap_epoch=1)
@@ -149,7 +149,7 @@ def test_save_load_export(img_path, tmp_path):
     cb = SimilarityWindowCallback(start_epoch=0, window=5, verbose=False)
     resumed = make_learner(img_path, seed=1, cbs=cb); resumed.load('stage2'); loaded = resumed.loss_func
     with resumed.no_bar(), resumed.no_logging(): resumed.fit(1, 1e-4)
-    assert resumed.loss_func is loaded and cb.switched and cb.prototypes_ is None
+    assert resumed.loss_func is loaded and cb.switched and cb.switch_prototypes is None
     # export / load_learner / predict
     learn.export(tmp_path/'export.pkl')
     with warnings.catch_warnings():
@@ -184,15 +184,15 @@ def test_pass_without_augmentation(img_path, augment):
     learn = vision_learner(make_dls(img_path, batch_tfms=Flip(p=1.)), resnet18, pretrained=False, cbs=[log, cb])
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     plain, _ = features_by_hand(log.snap, make_dls(img_path))  # the same images, never flipped
-    if augment: assert not torch.allclose(cb.prototypes_, plain, rtol=1e-4, atol=1e-5)
-    else: torch.testing.assert_close(cb.prototypes_, plain, rtol=1e-4, atol=1e-5)
+    if augment: assert not torch.allclose(cb.switch_prototypes, plain, rtol=1e-4, atol=1e-5)
+    else: torch.testing.assert_close(cb.switch_prototypes, plain, rtol=1e-4, atol=1e-5)
 
 def test_dyswrm_and_drw(img_path):
     # the paper's DySWRM: its own seeded start, no similarity window from prototypes
     learn = make_learner(img_path, cbs=SimilarityWindowCallback(start_epoch=0, window=5, loss='dyswrm', verbose=False))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     assert isinstance(learn.loss_func, DySWRMLoss) and int(learn.loss_func.n_steps) > 0
-    assert getattr(learn, 'similarity_window', None) is None and learn.swrm_switch.prototypes_ is None
+    assert getattr(learn, 'similarity_window', None) is None and learn.swrm_switch.switch_prototypes is None
     # DySWRM started from SWRM's similarity
     learn = make_learner(img_path, cbs=SimilarityWindowCallback(start_epoch=0, window=5, loss='dyswrm-tsne', verbose=False))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
@@ -228,7 +228,7 @@ def test_errors_and_warnings(img_path):
     m = conv()
     learn = Learner(dls, m, loss_func=CrossEntropyLossFlat(), cbs=SimilarityWindowCallback(0, window=5, layer='2', verbose=False))
     with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    assert isinstance(learn.loss_func, SWRMLoss) and learn.swrm_switch.prototypes_.shape == (10, 10)
+    assert isinstance(learn.loss_func, SWRMLoss) and learn.swrm_switch.switch_prototypes.shape == (10, 10)
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
@@ -440,5 +440,5 @@ def test_last_epoch_prototypes_fall_back_to_a_pass(img_path):
     assert missing, "no seed left a class out of the last stage-1 epoch"
     assert cb.switched and f"{', '.join(VOCAB[c] for c in missing)} not in the last epoch: from a pass" in cb.messages[-1]
     protos, _ = features_by_hand(log.snap, learn.dls)  # the pass, by hand, on the model the switch saw
-    torch.testing.assert_close(cb.prototypes_[missing], protos[missing], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cb.switch_prototypes[missing], protos[missing], rtol=1e-4, atol=1e-5)
     assert learn.similarity_window.counts.tolist() == COUNTS  # the weights still use the full training counts

@@ -18,7 +18,7 @@ from swrm_fastai import losses as L
 from swrm_fastai import test_utils as tu
 from swrm_fastai.similarity import SimilarityWindow
 from swrm_fastai.interpret import (tail_confusion_table, compare_confusions, shot_accuracy_table, plot_lt_confusion_matrix,
-                                   plot_class_weights, TAIL_COLUMNS, learner_counts, similarity_window_of)
+                                   plot_class_weights, TAIL_COLUMNS, learner_counts, learner_window)
 
 COUNTS = [300, 200, 150, 40, 12, 5]  # many, many, many, medium, few, few
 N_TEST = 30
@@ -212,7 +212,7 @@ def test_plots(learn, tmp_path):
     # a DySWRM loss's current window is reachable too
     learn.loss_func = L.DySWRMLoss(COUNTS, window=3)
     try:
-        assert similarity_window_of(learn).window == 3
+        assert learner_window(learn).window == 3
         assert png_ok(interp.plot_similarity_window(), tmp_path, 'dy.png')
         assert png_ok(interp.plot_class_weights(), tmp_path, 'dyw.png')
     finally:

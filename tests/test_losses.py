@@ -71,7 +71,7 @@ def test_dyswrm_trains_as_loss_func_and_survives_export(tmp_path):
     with torch.no_grad(): logits = learn.model(torch.stack([o[0] for o in xs_valid]))
     torch.testing.assert_close(p1, F.softmax(logits, -1))
     # the similarity window snapshot reflects the trained positions
-    sw = learn2.loss_func.similarity_window()
+    sw = learn2.loss_func.as_window()
     assert torch.equal(sw.positions, lf.positions.detach()) and sw.window == 3
 
 

@@ -91,8 +91,8 @@ def test_from_dls_and_names():
     dls_ = _dls([Categorize()]); dls_.class_counts = torch.tensor([7, 8, 9])
     dy = DySWRMLoss.from_dls(dls_, window=2)
     eq(dy.names, ['a', 'b', 'c']); eq(dy.counts, torch.tensor([7., 8., 9.]))
-    assert 'line (left to right): ' in repr(dy.similarity_window())
-    assert ' < '.join(sorted(dy.similarity_window().line().split(' < '))) == 'a < b < c'
+    assert 'line (left to right): ' in repr(dy.as_window())
+    assert ' < '.join(sorted(dy.as_window().line().split(' < '))) == 'a < b < c'
     vc = pd.Series(LABELS[:12]).value_counts()  # b: 5, c: 5, a: 2 in frequency order
     eq(DySWRMLoss(vc, window=2, names=['a', 'b', 'c']).counts, torch.tensor([2., 5., 5.]))
     refused(lambda: DySWRMLoss(vc, window=2), contains="cannot be put in class order without the class names")
