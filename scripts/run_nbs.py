@@ -3,7 +3,8 @@
 Each code cell with outputs records a hash of its source in its metadata (`swrm.src`), which `scripts/check_outputs.py` checks.
 
 Runs each notebook in its own process from `nbs/` with one torch thread, the torch.jit deprecation warning that importing fastai
-triggers silenced, and stops at the first error (the notebook is then left unchanged)."""
+triggers silenced, progress bars removed from the stored text (the epoch tables stay), and stops at the first error (the
+notebook is then left unchanged)."""
 import os, subprocess, sys, time
 from pathlib import Path
 
@@ -21,9 +22,26 @@ def stamp(cell):
     if cell.cell_type == 'code' and cell.get('outputs'):
         cell.metadata['swrm'] = {'src': hashlib.sha1(cell.source.encode()).hexdigest()[:12]}
     else: cell.metadata.pop('swrm', None)
+BAR = re.compile(r'\|[\u2588-]*\|\s*\d+\.\d+% \[')  # a fastprogress console bar
+def unbar(text):
+    "What a terminal would show of `text` once the progress bars are gone: each line after its last carriage return"
+    out = []
+    for line in text.split('\n'):
+        seg = line.split('\r')[-1].rstrip() if '\r' in line else line
+        if '\r' in line and (not seg.strip() or BAR.search(seg) or seg.strip() == '\u2588'): continue
+        out.append(seg.replace('\u2588', '') if '\r' in line else seg)
+    return '\n'.join(out)
+def clean(cell):
+    "Progress bars are noise in a stored output: drop them, keep the epoch table and everything printed"
+    for o in cell.get('outputs', []):
+        if o.get('output_type') == 'stream':
+            o['text'] = unbar(''.join(o['text']) if isinstance(o['text'], list) else o['text'])
+    cell['outputs'] = [o for o in cell.get('outputs', []) if not (o.get('output_type') == 'stream' and not o['text'].strip())]
 nb = read_nb(sys.argv[1])
 CaptureShell(path='.').run_all(nb, exc_stop=True, preproc=skip)
-for c in nb.cells: stamp(c)
+for c in nb.cells:
+    if c.cell_type == 'code': clean(c)
+    stamp(c)
 write_nb(nb, sys.argv[1])
 '''
 
