@@ -12,9 +12,9 @@ from torch import Tensor
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['WARMUP', 'MILESTONES', 'SWITCH', 'CB_BETA', 'usable_cores', 'busy_cores', 'free_cores', 'auto_threads',
-           'check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'document_params', 'resolve_epoch',
-           'class_index', 'class_counts', 'dist_info']
+__all__ = ['WARMUP', 'MILESTONES', 'SWITCH', 'CB_BETA', 'MANY_SHOT', 'FEW_SHOT', 'usable_cores', 'busy_cores', 'free_cores',
+           'auto_threads', 'check_counts', 'check_positions', 'check_window', 'check_beta_tau', 'document_params',
+           'resolve_epoch', 'class_index', 'class_counts', 'dist_info']
 
 # %% ../nbs/00_core.ipynb #9cf3b4b3
 def _cpu_jiffies(cpus) -> tuple[float, float]:
@@ -247,3 +247,4 @@ SWITCH = 0.7  # fraction of the fit where the two-stage methods switch to their 
 
 # %% ../nbs/00_core.ipynb #520d48eb
 CB_BETA = 0.9999  # effective-number hyper-parameter of the class-balanced weights (Cui et al. 2019)
+MANY_SHOT, FEW_SHOT = 100, 20  # many-shot: more than 100 training images; few-shot: fewer than 20 (Liu et al. 2019)

@@ -12,11 +12,9 @@ from torch import Tensor
 from fastcore.basics import patch
 from fastai.interpret import ClassificationInterpretation
 from .similarity import swr_weights, SimilarityWindow
-from .core import check_counts, CB_BETA
+from .core import check_counts, CB_BETA, MANY_SHOT, FEW_SHOT, class_counts, _plain
 from .metrics import shot_groups, shot_accuracy_table, SHOT_GROUPS
 from .losses import cb_weights
-from .core import class_counts
-from .core import _plain
 
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
@@ -80,8 +78,8 @@ def class_names(names, # class names (e.g. `dls.vocab`), or None for "0", "1", .
 
 # %% ../nbs/05_interpret.ipynb #7a5a735a
 def shot_labels(counts, # per-class training counts
-                many:int=100, # a class with more than `many` training samples is a head (many-shot) class
-                few:int=20, # a class with fewer than `few` training samples is a few-shot class
+                many:int=MANY_SHOT, # a class with more than `many` training samples is a head (many-shot) class
+                few:int=FEW_SHOT, # a class with fewer than `few` training samples is a few-shot class
                ) -> np.ndarray:
     "The shot group ('many', 'medium' or 'few') of every class, from `swrm_fastai.metrics.shot_groups`"
     n = check_counts(counts)
@@ -114,8 +112,8 @@ def tail_confusion_table(cm, # confusion matrix on the test set, `cm[true, predi
                          names=None, # class names (default "0", "1", ...)
                          top:int|None=20, # keep the `top` rows with the largest percentages (None: all)
                          min_pct:float=0., # keep rows with at least this percentage
-                         many:int=100, # head classes have more than `many` training samples
-                         few:int=20, # few-shot classes have fewer than `few` training samples
+                         many:int=MANY_SHOT, # head classes have more than `many` training samples
+                         few:int=FEW_SHOT, # few-shot classes have fewer than `few` training samples
                         ) -> pd.DataFrame:
     "Tail classes mispredicted as head classes, as in the paper's Table 1, sorted by percentage"
     a = _check_confusion(cm)
@@ -185,8 +183,8 @@ def shot_report(preds, # predicted classes [N], or scores/logits [N, C]
                 targs, # true classes [N]
                 counts, # per-class training counts
                 names=None, # class names (default "0", "1", ...)
-                many:int=100, # head classes have more than `many` training samples
-                few:int=20, # few-shot classes have fewer than `few` training samples
+                many:int=MANY_SHOT, # head classes have more than `many` training samples
+                few:int=FEW_SHOT, # few-shot classes have fewer than `few` training samples
                ) -> pd.DataFrame:
     "Overall, many/medium/few-shot and per-class accuracy as one DataFrame (summary rows first)"
     n = check_counts(counts, names=names)
@@ -215,8 +213,8 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
                              counts, # per-class training counts (classes are ordered by them, head first)
                              names=None, # class names
                              normalize:bool=True, # show each true class's row as fractions summing to 1
-                             many:int=100, # head/medium boundary (a line is drawn between groups)
-                             few:int=20, # medium/few boundary
+                             many:int=MANY_SHOT, # head/medium boundary (a line is drawn between groups)
+                             few:int=FEW_SHOT, # medium/few boundary
                              max_labels:int=30, # at most this many tick labels per axis (thinned for large C)
                              show_values:bool|None=None, # write each cell's value; default when C <= 12
                              cmap:str='Blues', # matplotlib colour map
@@ -374,8 +372,8 @@ def tail_confusions(self:ClassificationInterpretation,
                     min_pct:float=0., # keep rows with at least this percentage
                     compare=None, # another model's `ClassificationInterpretation` (or confusion matrix) on the same test set
                     labels:tuple|None=None, # names of this model and of `compare` (default: their losses', see `loss_label`)
-                    many:int=100, # head classes have more than `many` training samples
-                    few:int=20, # few-shot classes have fewer than `few` training samples
+                    many:int=MANY_SHOT, # head classes have more than `many` training samples
+                    few:int=FEW_SHOT, # few-shot classes have fewer than `few` training samples
                    ) -> pd.DataFrame:
     "Tail classes mispredicted as head classes (Table 1), optionally compared with another model"
     tab = tail_confusion_table(self.lt_confusion_matrix(), self._lt_counts(counts), self.vocab, top=top,
@@ -395,8 +393,8 @@ def tail_confusions(self:ClassificationInterpretation,
 @patch
 def shot_accuracy(self:ClassificationInterpretation,
                   counts=None, # training counts (default: the learner's)
-                  many:int=100, # head classes have more than `many` training samples
-                  few:int=20, # few-shot classes have fewer than `few` training samples
+                  many:int=MANY_SHOT, # head classes have more than `many` training samples
+                  few:int=FEW_SHOT, # few-shot classes have fewer than `few` training samples
                  ) -> pd.DataFrame:
     "Overall, many/medium/few-shot and per-class accuracy on `self.dl`"
     _, targs, dec = self.lt_preds()

@@ -9,7 +9,7 @@ import numpy as np, pandas as pd, torch
 from torch import Tensor
 from fastcore.all import *
 from fastai.learner import Metric
-from .core import check_counts
+from .core import check_counts, MANY_SHOT, FEW_SHOT
 
 # %% auto #0
 __all__ = ['SHOT_GROUPS', 'shot_groups', 'per_class_accuracy', 'ShotAccuracy', 'shot_metrics', 'shot_accuracy_table']
@@ -20,8 +20,8 @@ SHOT_GROUPS = ('many', 'medium', 'few')
 # %% ../nbs/03_metrics.ipynb #8599e0d5
 def shot_groups(
     counts, # Training count of each class
-    many:int=100, # A class with more than `many` training samples is many-shot
-    few:int=20, # A class with fewer than `few` training samples is few-shot
+    many:int=MANY_SHOT, # A class with more than `many` training samples is many-shot
+    few:int=FEW_SHOT, # A class with fewer than `few` training samples is few-shot
 )->dict: # {'many': LongTensor, 'medium': LongTensor, 'few': LongTensor} of class indices
     "Class indices of the many-, medium- and few-shot groups (`n > many`, `few <= n <= many`, `n < few`)"
     n = check_counts(counts)
@@ -85,8 +85,8 @@ class ShotAccuracy(Metric):
     def __init__(self,
         counts, # Training count of each class (vocab order)
         group:str='overall', # 'overall', 'many', 'medium' or 'few'
-        many:int=100, # Many-shot: more than `many` training samples
-        few:int=20, # Few-shot: fewer than `few` training samples
+        many:int=MANY_SHOT, # Many-shot: more than `many` training samples
+        few:int=FEW_SHOT, # Few-shot: fewer than `few` training samples
         name:str=None, # Name in the fit table (default 'accuracy' or '<group>_acc')
     ):
         if group not in ('overall', *SHOT_GROUPS): raise ValueError(f"group must be 'overall', 'many', 'medium' or 'few', got {group!r}")
@@ -111,8 +111,8 @@ class ShotAccuracy(Metric):
 # %% ../nbs/03_metrics.ipynb #aa02bd95
 def shot_metrics(
     counts, # Training count of each class (vocab order), e.g. `dls.class_counts`
-    many:int=100, # Many-shot threshold
-    few:int=20, # Few-shot threshold
+    many:int=MANY_SHOT, # Many-shot threshold
+    few:int=FEW_SHOT, # Few-shot threshold
 )->list: # [overall, many, medium, few] `ShotAccuracy` metrics
     "Overall, many-, medium- and few-shot accuracy metrics, for `Learner(..., metrics=shot_metrics(counts))`"
     return [ShotAccuracy(counts, g, many, few) for g in ('overall', *SHOT_GROUPS)]
@@ -123,8 +123,8 @@ def shot_accuracy_table(
     targs, # True labels [N]
     counts, # Training count of each class
     names=None, # Class names (default: the class indices)
-    many:int=100, # Many-shot threshold
-    few:int=20, # Few-shot threshold
+    many:int=MANY_SHOT, # Many-shot threshold
+    few:int=FEW_SHOT, # Few-shot threshold
 )->tuple: # (summary dict, per-class DataFrame)
     "Overall / many / medium / few accuracy and a per-class table from predictions"
     n = check_counts(counts, names=names)
