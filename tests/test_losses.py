@@ -19,7 +19,7 @@ from swrm_fastai.models import cosine_head
 from swrm_fastai.test_utils import blobs_dls, blob_items
 import pickle
 import cloudpickle
-from fastcore.test import test_eq as eq, test_close as close, test_fail as refused, test_is as is_
+from fastcore.test import test_eq as eq, test_close as close, test_fail as refused
 from fastai.torch_core import TensorBase
 from fastai.data.transforms import TensorCategory
 from swrm_fastai.similarity import standardize, swr_weights
