@@ -11,6 +11,11 @@ from swrm_fastai.similarity import SimilarityWindow, embed_1d, swr_weights, swm_
 from swrm_fastai.losses import SWRMLoss, DySWRMLoss, ClassBalancedLoss
 from swrm_fastai.core import class_counts
 from swrm_fastai.callback import SimilarityWindowCallback, DeferredReweighting, LossSwitchCallback, class_prototypes
+from fastcore.test import test_eq as eq, test_close as close, test_fail as refused
+from fastai.data.core import DataLoaders, Datasets
+from fastai.data.transforms import Categorize, MultiCategorize, OneHotEncode, RegressionSetup
+from fastai.data.load import DataLoader as FDataLoader
+from torch.utils.data import TensorDataset
 
 COUNTS = [20, 14, 10, 7, 5, 4, 3, 2, 2, 2]  # long-tailed training counts, 10 classes
 VOCAB = [f'k{c}' for c in range(len(COUNTS))]
@@ -442,3 +447,150 @@ def test_last_epoch_prototypes_fall_back_to_a_pass(img_path):
     protos, _ = features_by_hand(log.snap, learn.dls)  # the pass, by hand, on the model the switch saw
     torch.testing.assert_close(cb.switch_prototypes[missing], protos[missing], rtol=1e-4, atol=1e-5)
     assert learn.similarity_window.counts.tolist() == COUNTS  # the weights still use the full training counts
+
+
+# The two-stage callbacks on the notebook's tiny tabular data (6 classes, 4 features): the switch against a
+# hand-built window, and every refusal before the first training batch. Each test seeds its own draws.
+TC, TD = 6, 4
+
+def tabular_data():
+    "The notebook's tabular lesson: 6 long-tailed Gaussian classes in 4-D, as `x, y, vocab, dls`"
+    g = torch.Generator().manual_seed(0)
+    y = torch.repeat_interleave(torch.arange(TC), torch.tensor([40, 24, 14, 8, 5, 3]))
+    centres = torch.randn(TC, TD, generator=g) * 3
+    x = centres[y] + torch.randn(len(y), TD, generator=g)
+    vocab = [f'c{i}' for i in range(TC)]
+    return x, y, vocab, tensor_dls(x, y, vocab)
+
+def tensor_dls(x, y, vocab, bs=8, valid_pct=0.25, seed=0):
+    "fastai DataLoaders over tensors `x` (features) and integer labels `y`"
+    items = list(range(len(x)))
+    n_valid = int(len(x) * valid_pct)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).tolist()
+    dsets = Datasets(items, tfms=[[x.__getitem__], [lambda i: vocab[y[i]], Categorize(vocab=vocab)]], splits=[perm[n_valid:], perm[:n_valid]])
+    return dsets.dataloaders(bs=bs, num_workers=0)
+
+class TrainingBatches(Callback):
+    "Counts the training batches that ran"
+    def __init__(self): self.n = 0
+    def after_batch(self): self.n += self.training
+
+
+def test_switch_against_hand_built_window():
+    "weights and margins equal those built by hand from prototypes recomputed from a snapshot of the model at the switch; no switch outside a real fit"
+    x, y, vocab, dls = tabular_data(); C, D = TC, TD
+    # weights and margins equal those built by hand from prototypes recomputed from a snapshot of the model at the switch
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C))
+    cb = SimilarityWindowCallback(start_epoch=2, window=3, beta=2., verbose=False)
+    snap = {}
+    class _Snap(Callback):
+        order = -1  # before the switch callback's before_epoch
+        def before_epoch(self):
+            if self.epoch == 2: snap['model'] = copy.deepcopy(self.learn.model)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=[_Snap(), cb])
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
+    assert isinstance(learn.loss_func, CrossEntropyLossFlat)  # fit of 2 epochs: switch at epoch 2 never happens
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        with learn.no_bar(), learn.no_logging(): learn.fit(3, 1e-2)
+    assert isinstance(learn.loss_func, SWRMLoss)
+    m0 = snap['model']
+    with torch.no_grad():
+        tr = dls.train_ds
+        xs = torch.stack([tr[i][0] for i in range(len(tr))]); ys = torch.tensor([int(tr[i][1]) for i in range(len(tr))])
+        hid = m0[1](m0[0](xs))
+    ref_protos = torch.stack([hid[ys == c].mean(0) for c in range(C)])
+    close(cb.switch_prototypes, ref_protos, eps=1e-5)
+    pos = embed_1d(cb.switch_prototypes, seed=0)  # t-SNE amplifies float rounding: embed the captured prototypes (checked above)
+    eq(learn.similarity_window.positions, pos)
+    close(learn.similarity_window.weights, swr_weights(torch.bincount(ys, minlength=C), pos, 3), eps=1e-5)
+    close(learn.similarity_window.margins, swm_margins(pos, 3, beta=2.), eps=1e-5)
+    # a later fit keeps the loss, never switches again, never warns
+    lf = learn.loss_func
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-2)
+    assert learn.loss_func is lf
+    # validate / get_preds before any fit never switch, even with start_epoch=0
+    learn2 = Learner(dls, nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C)), loss_func=CrossEntropyLossFlat(),
+                     cbs=SimilarityWindowCallback(0, window=3, verbose=False))
+    with learn2.no_bar(): learn2.validate(); learn2.get_preds()
+    assert isinstance(learn2.loss_func, CrossEntropyLossFlat)
+    # start_epoch beyond the fit: a warning, no switch
+    learn3 = Learner(dls, nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C)), loss_func=CrossEntropyLossFlat(),
+                     cbs=SimilarityWindowCallback(5, window=3, verbose=False))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        with learn3.no_bar(), learn3.no_logging(): learn3.fit(2)
+    assert any('never switched' in str(o.message) for o in w)
+    assert isinstance(learn3.loss_func, CrossEntropyLossFlat) and not hasattr(learn3, "similarity_window")
+    # lr_find never switches (it is a throw-away fit)
+    learn4 = Learner(dls, nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C)), loss_func=CrossEntropyLossFlat(),
+                     cbs=SimilarityWindowCallback(0, window=3, verbose=False))
+    with learn4.no_bar(), learn4.no_logging(): learn4.lr_find(num_it=5, show_plot=False)
+    assert isinstance(learn4.loss_func, CrossEntropyLossFlat) and not learn4.swrm_switch.switched
+    refused(lambda: SimilarityWindowCallback(1, loss='ldam'), contains="loss must be one of")
+    refused(lambda: SimilarityWindowCallback(1, prototypes='ema'), contains="prototypes must be")
+
+
+def test_tabular_refused_before_training():
+    "every mistake that would fail at the switch is a ValueError before the first training batch"
+    torch.manual_seed(0)
+    x, y, vocab, dls = tabular_data(); C, D = TC, TD
+    def refused_before_batches(make_learner, contains, fit=lambda learn: learn.fit(4, 1e-2)):
+        "The fit raises a ValueError containing `contains` before any training batch"
+        batches = TrainingBatches(); learn = make_learner(); learn.add_cb(batches)
+        try:
+            with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+                warnings.simplefilter('ignore'); fit(learn)
+        except ValueError as e: assert contains in str(e), str(e)
+        else: raise AssertionError(f'not refused: {contains}')
+        eq(batches.n, 0)
+
+    mlp = lambda: nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C))
+    def swl(cbs, data=None, model=None, loss_func=None):
+        return lambda: Learner(data or dls, model or mlp(), loss_func=loss_func or CrossEntropyLossFlat(), cbs=cbs)
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=8)), 'window size W must be an integer in 2..C = 2..6, got 8')
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3), model=nn.Sequential(nn.Conv1d(1, 1, 1))), 'pass `layer=`')
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3, layer='5')), "no submodule named '5'")
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3, loss_kwargs=dict(reductio='sum'))), "do not fit loss='swrm'")
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3, loss='dyswrm', loss_kwargs=dict(lr=-1.))), 'lr must be a finite number >= 0')
+    refused_before_batches(swl(LossSwitchCallback(2, DySWRMLoss([5] * 5, window=3))), 'built for 5 classes but the data has 6')
+    # a class of the vocabulary without training sample, in every mode
+    items = list(range(len(x))); n_valid = int(len(x) * 0.25)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).tolist()
+    ghost = Datasets(items, tfms=[[x.__getitem__], [lambda i: vocab[y[i]], Categorize(vocab=vocab + ['ghost'])]],
+                     splits=[perm[n_valid:], perm[:n_valid]]).dataloaders(bs=8, num_workers=0)
+    for cb in (SimilarityWindowCallback(2, window=3), SimilarityWindowCallback(2, window=3, prototypes='last_epoch'),
+               SimilarityWindowCallback(2, window=3, loss='dyswrm'), DeferredReweighting(2)):
+        refused_before_batches(swl(cb, data=ghost, model=nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C + 1))),
+                "class 6 ('ghost') has no sample in the training set")
+    # multi-label and regression data: one line, for every callback
+    multi = Datasets(items, tfms=[[x.__getitem__], [lambda i: [vocab[y[i]]], MultiCategorize(vocab=vocab), OneHotEncode(C)]],
+                     splits=[perm[n_valid:], perm[:n_valid]]).dataloaders(bs=8, num_workers=0)
+    regr = Datasets(items, tfms=[[x.__getitem__], [lambda i: float(y[i]), RegressionSetup()]],
+                    splits=[perm[n_valid:], perm[:n_valid]]).dataloaders(bs=8, num_workers=0)
+    for data, lf in ((multi, BCEWithLogitsLossFlat()), (regr, MSELossFlat())):
+        for cb in (SimilarityWindowCallback(2, window=3), SimilarityWindowCallback(2, window=3, loss='dyswrm'), DeferredReweighting(2)):
+            refused_before_batches(swl(cb, data=data, loss_func=lf, model=nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C if data is multi else 1))),
+                    'SWRM needs single-label classification')
+        refused(lambda: class_counts(data), contains='SWRM needs single-label classification')
+    # data without a vocabulary: C is the model's output size
+    plain = DataLoaders(FDataLoader(TensorDataset(x, y), bs=8, shuffle=True), FDataLoader(TensorDataset(x[:8], y[:8]), bs=8))
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=7), data=plain), 'in 2..C = 2..6, got 7')
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3), data=plain, model=nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C + 2))),
+            'class 6, 7 has no sample in the training set')
+    refused_before_batches(swl(SimilarityWindowCallback(2, window=3), data=plain, model=nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, C - 2))),
+            'a training target is outside 0..3')
+    lp = Learner(plain, mlp(), loss_func=CrossEntropyLossFlat(), cbs=SimilarityWindowCallback(1, window=3, verbose=False))
+    with lp.no_bar(), lp.no_logging(): lp.fit(2, 1e-2)  # and it trains when it fits
+    assert isinstance(lp.loss_func, SWRMLoss)
+
+
+def test_similarity_window_callback_refused_at_construction():
+    # refusals at construction
+    for kw, msg in ((dict(window=0), 'window size W must be an integer in 2..C'), (dict(window=2.5), 'window size W'),
+                    (dict(window=True), 'window size W'), (dict(beta=-1.), 'beta must be'), (dict(tau=0.), 'tau must be'),
+                    (dict(tau=float('nan')), 'tau must be'), (dict(perplexity=-3), 'perplexity'), (dict(loss='ldam'), 'loss must be one of'),
+                    (dict(prototypes='ema'), 'prototypes must be')):
+        refused(lambda: SimilarityWindowCallback(1, **kw), contains=msg)
+    SimilarityWindowCallback(1, window=np.int64(4), beta=np.float32(2.))  # numpy numbers are numbers

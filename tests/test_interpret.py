@@ -1,5 +1,5 @@
 "Integration tests of swrm_fastai.interpret on a tiny trained learner: tables against get_preds, load_learner, package losses, plots"
-import os
+import os, warnings
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
@@ -17,6 +17,9 @@ from fastai.interpret import ClassificationInterpretation
 from swrm_fastai import losses as L
 from swrm_fastai import test_utils as tu
 from swrm_fastai.similarity import SimilarityWindow
+from fastcore.test import test_eq as eq, test_close as close, test_fail as refused
+from swrm_fastai.similarity import text_problems
+from swrm_fastai.interpret import shot_report, SHOT_COLUMNS, row_percent
 from swrm_fastai.interpret import (tail_confusion_table, compare_confusions, shot_accuracy_table, plot_lt_confusion_matrix,
                                    plot_class_weights, TAIL_COLUMNS, learner_counts, learner_window)
 
@@ -273,3 +276,128 @@ def test_plots_readable(C, tmp_path):
     # an empty tail table says why
     with pytest.warns(UserWarning, match='no tail class under the thresholds: every class has more than many=1'):
         assert len(interp.tail_confusions(many=1, few=1)) == 0
+
+
+# The hand-built case of the notebook: classes a, b are head (500, 200 images), c medium, d, e few; cm5[true, pred].
+NAMES5, COUNTS5 = ['a', 'b', 'c', 'd', 'e'], [500, 200, 50, 10, 5]
+CM5 = np.array([[9, 0, 0, 0, 1], [0, 10, 0, 0, 0], [4, 1, 5, 0, 0], [0, 2, 3, 5, 0], [0, 0, 0, 0, 10]])
+
+def hand_built():
+    "`cm5, counts5, names5` and the decoded predictions/targets `preds5, targs5` with that confusion matrix"
+    targs5 = torch.tensor(sum([[t] * int(CM5[t].sum()) for t in range(5)], []))
+    preds5 = torch.tensor(sum([[p] * int(CM5[t, p]) for t in range(5) for p in range(5)], []))
+    return CM5.copy(), list(COUNTS5), list(NAMES5), preds5, targs5
+
+
+def test_tail_confusion_table_hand_built():
+    "columns, rows, percentages per true class, top/min_pct, ties, default names"
+    cm5, counts5, names5, _, _ = hand_built()
+    tab5 = tail_confusion_table(cm5, counts5, names5)
+    eq(list(tab5.columns), TAIL_COLUMNS)
+    eq(tab5[['true', 'pred', 'n']].values.tolist(), [['c', 'a', 4], ['d', 'b', 2], ['c', 'b', 1]])
+    close(tab5.pct.values, [40., 20., 10.])
+    eq(tab5.true_count.tolist(), [50, 10, 50]); eq(tab5.pred_count.tolist(), [500, 200, 200])
+    eq(tab5.true_shot.tolist(), ['medium', 'few', 'medium'])
+    eq(tab5.true_idx.tolist(), [2, 3, 2]); eq(tab5.pred_idx.tolist(), [0, 1, 1])
+    # top and min_pct
+    eq(tail_confusion_table(cm5, counts5, names5, top=1)[['true', 'pred']].values.tolist(), [['c', 'a']])
+    eq(tail_confusion_table(cm5, counts5, names5, min_pct=15)[['true', 'pred']].values.tolist(), [['c', 'a'], ['d', 'b']])
+    eq(len(tail_confusion_table(cm5, counts5, names5, top=None)), 3)
+    # percentages are per true class even when the test set is not balanced
+    cm_unb = cm5.copy(); cm_unb[2] *= 3
+    close(tail_confusion_table(cm_unb, counts5, names5).pct.values, [40., 20., 10.])
+    # ties keep class order; default names are indices
+    tie = tail_confusion_table(np.array([[5, 0, 0], [0, 5, 0], [1, 1, 2]]), [300, 200, 5])
+    eq(tie[['true', 'pred']].values.tolist(), [['2', '0'], ['2', '1']]); close(tie.pct.values, [25., 25.])
+
+
+def test_tail_confusion_table_empty_and_refused():
+    "an empty table says why (warning and attrs['reason']); bad arguments are refused"
+    cm5, counts5, names5, _, _ = hand_built()
+    # thresholds are parameters: with many=1000 there is no head class at all
+    # no tail-to-head confusion -> empty table with the right columns
+    # an empty table says why (a warning and attrs['reason']), naming the thresholds
+    for kw, why in ((dict(cm=np.diag([5, 5, 5, 5, 5])), 'no test sample of a tail class was predicted as a head class'),
+                    (dict(many=1000), 'no head class: no class has more than many=1000 training samples (the largest has 500)'),
+                    (dict(many=2, few=2), 'no tail class under the thresholds: every class has more than many=2 training samples'),
+                    (dict(min_pct=50), 'no tail-to-head confusion reaches min_pct=50%')):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            empty = tail_confusion_table(kw.pop('cm', cm5), counts5, names5, **kw)
+        eq(len(empty), 0); eq(list(empty.columns), TAIL_COLUMNS)
+        assert why in empty.attrs['reason'] and any(why in str(o.message) for o in w), (why, empty.attrs)
+    assert 'few=3' in tail_confusion_table(cm5, counts5, names5, many=4, few=3).attrs['reason']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); tail_confusion_table(cm5, counts5, names5)  # a table with rows: no warning
+    refused(lambda: tail_confusion_table(cm5, counts5[:4], names5), contains="there are 5 classes")
+    refused(lambda: tail_confusion_table(cm5, counts5, names5[:4]), contains="4 names given for 5 classes")
+    refused(lambda: tail_confusion_table(cm5, [500, 200, 0, 10, 5], names5), contains="class 2 ('c') has training count 0")
+    refused(lambda: tail_confusion_table(cm5, counts5, top=0), contains="top must be")
+    refused(lambda: tail_confusion_table(cm5, counts5, top=2.5), contains="top must be")
+    eq(len(tail_confusion_table(cm5, counts5, top=np.int64(2), min_pct=np.float32(5))), 2)
+    refused(lambda: tail_confusion_table(cm5, [500, 200, 0, 10, 5], names5[:2]), contains="2 names given for 5 classes")
+    refused(lambda: tail_confusion_table(cm5, counts5, min_pct=120), contains="min_pct")
+
+
+def test_shot_report_hand_built():
+    "per-class and per-group accuracies of the hand-built case, scores, empty groups and classes without validation sample"
+    cm5, counts5, names5, preds5, targs5 = hand_built()
+    sa5 = shot_report(preds5, targs5, counts5, names5)
+    eq(list(sa5.columns), SHOT_COLUMNS); eq(list(sa5.index), ['overall', 'many', 'medium', 'few'] + names5)
+    close(sa5.loc[names5, 'accuracy'].values, [0.9, 1.0, 0.5, 0.5, 1.0])
+    close(sa5.loc['overall', 'accuracy'], 39 / 50)
+    close(sa5.loc['many', 'accuracy'], 0.95); close(sa5.loc['medium', 'accuracy'], 0.5)
+    close(sa5.loc['few', 'accuracy'], 0.75)
+    eq(sa5.loc[['many', 'medium', 'few'], 'n_classes'].tolist(), [2, 1, 2])
+    eq(sa5.loc[['overall', 'many', 'few'], 'train_count'].tolist(), [765, 700, 15])
+    eq(sa5.group.tolist(), ['all', 'many', 'medium', 'few', 'many', 'many', 'medium', 'few', 'few'])
+    eq(sa5.n_valid.tolist(), [50, 20, 10, 20, 10, 10, 10, 10, 10])
+    # scores give the same table; an empty group is NaN, not 0
+    eq(shot_report(torch.nn.functional.one_hot(preds5, 5).float(), targs5, counts5, names5), sa5)
+    no_few = shot_report(preds5, targs5, [500, 200, 50, 30, 25])
+    assert np.isnan(no_few.loc['few', 'accuracy']) and no_few.loc['few', 'n_classes'] == 0
+    refused(lambda: shot_report(preds5, targs5, counts5, names5[:3]), contains="3 names given for 5 classes")
+    # a class without validation sample: missing (NaN), not counted in n_classes, left out of its group's mean
+    keep = targs5 != 3
+    sa_m = shot_report(preds5[keep], targs5[keep], counts5, names5)
+    assert np.isnan(sa_m.loc['d', 'accuracy']) and sa_m.loc['d', 'n_classes'] == 0 and sa_m.loc['d', 'n_valid'] == 0
+    eq(sa_m.loc[['overall', 'many', 'medium', 'few'], 'n_classes'].tolist(), [4, 2, 1, 1])
+    close(sa_m.loc['few', 'accuracy'], 1.0)  # only 'e' scored
+    eq(sa_m.loc['few', 'train_count'], 15)
+
+
+def test_plot_lt_confusion_matrix_hand_built(tmp_path):
+    "head first whatever the class order, thinned labels at C = 100, missing classes grey, no overlapping text"
+    cm5, counts5, names5, _, _ = hand_built()
+    ax = plot_lt_confusion_matrix(cm5[::-1, ::-1], counts5[::-1], names5[::-1])
+    assert png_ok(ax, tmp_path)
+    # head first: the first tick is the most frequent class, whatever the class order
+    eq([t.get_text() for t in ax.get_xticklabels()], ['a (500)', 'b (200)', 'c (50)', 'd (10)', 'e (5)'])
+    eq([t.get_text() for t in ax.get_yticklabels()], ['a (500)', 'b (200)', 'c (50)', 'd (10)', 'e (5)'])
+    img = ax.images[0].get_array()
+    close(np.asarray(img), row_percent(cm5) / 100)
+    # C = 100: thinned labels, no per-cell text
+    g = torch.Generator().manual_seed(0)
+    cm100 = torch.randint(0, 5, (100, 100), generator=g) + torch.diag(torch.full((100,), 50))
+    counts100 = [int(500 * 100 ** (-c / 99)) for c in range(100)]
+    fig, axs = plt.subplots(1, 2, figsize=(12, 6))
+    ax = plot_lt_confusion_matrix(cm100, counts100, [f'class{i}' for i in range(100)], ax=axs[1])
+    assert ax is axs[1] and len(ax.texts) == 0 and len(ax.get_xticklabels()) <= 30
+    assert png_ok(ax, tmp_path)
+    refused(lambda: plot_lt_confusion_matrix(cm5, counts5[:3]), contains="there are 5 classes")
+    # a class without validation image is missing (NaN, grey, '–'), not 0.00, and the title says so
+    cm_miss = cm5.copy(); cm_miss[3] = 0
+    for norm in (True, False):
+        ax = plot_lt_confusion_matrix(cm_miss, counts5, names5, normalize=norm)
+        img = np.ma.filled(ax.images[0].get_array().astype(float), np.nan)
+        assert np.isnan(img[3]).all() and not np.isnan(np.delete(img, 3, 0)).any()
+        eq([t.get_text() for t in ax.texts[15:20]], ['–'] * 5)
+        assert 'grey rows: 1 class without validation sample (missing, not 0)' in ax.get_title()
+        eq(text_problems(ax), [])
+        plt.close(ax.figure)
+    # readable at C = 10 and C = 100, with a missing class
+    for Cn in (10, 100):
+        cmn = torch.randint(0, 5, (Cn, Cn), generator=g) + torch.diag(torch.full((Cn,), 50)); cmn[Cn // 2] = 0
+        ax = plot_lt_confusion_matrix(cmn, [int(500 * 100 ** (-c / (Cn - 1))) for c in range(Cn)], [f'class{i}' for i in range(Cn)])
+        eq(text_problems(ax), []); assert 'grey rows: 1 class' in ax.get_title()
+        plt.close(ax.figure)
