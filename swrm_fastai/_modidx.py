@@ -521,6 +521,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'swrm_fastai.own_data.default_window': ('own_data.html#default_window', 'swrm_fastai/own_data.py'),
                                       'swrm_fastai.own_data.export_images': ('own_data.html#export_images', 'swrm_fastai/own_data.py'),
                                       'swrm_fastai.own_data.fastai_line': ('own_data.html#fastai_line', 'swrm_fastai/own_data.py'),
+                                      'swrm_fastai.own_data.fit_own': ('own_data.html#fit_own', 'swrm_fastai/own_data.py'),
                                       'swrm_fastai.own_data.fmt_paired': ('own_data.html#fmt_paired', 'swrm_fastai/own_data.py'),
                                       'swrm_fastai.own_data.images_needed': ('own_data.html#images_needed', 'swrm_fastai/own_data.py'),
                                       'swrm_fastai.own_data.load_weights': ('own_data.html#load_weights', 'swrm_fastai/own_data.py'),

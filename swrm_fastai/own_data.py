@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_own_data.ipynb #dcb29220
 from __future__ import annotations
-import difflib, math, random, sys, tempfile, time
+import contextlib, difflib, io, math, random, sys, tempfile, time
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
@@ -29,11 +29,11 @@ from .similarity import check_window
 import swrm_fastai.models  # `Learner.fit_paper`
 
 # %% auto #0
-__all__ = ['OWN_ARCHS', 'OWN_SIZES', 'OWN_METHODS', 'OWN_DEFAULTS', 'BASELINES', 'export_images', 'lt_arrays', 'stratified_split',
-           'scan_folder', 'read_label_csv', 'check_items', 'own_dls', 'resolve_arch', 'own_splitter', 'own_model',
-           'load_weights', 'check_model', 'default_window', 'own_config', 'paired_diffs', 'bootstrap_interval',
-           'images_needed', 'paired_table', 'fmt_paired', 'fastai_line', 'write_paired', 'own_summary',
-           'compare_losses', 'own_main']
+__all__ = ['OWN_ARCHS', 'OWN_SIZES', 'OWN_METHODS', 'OWN_DEFAULTS', 'BASELINES', 'PAIRED_COLS', 'export_images', 'lt_arrays',
+           'stratified_split', 'scan_folder', 'read_label_csv', 'check_items', 'own_dls', 'resolve_arch',
+           'own_splitter', 'own_model', 'load_weights', 'check_model', 'default_window', 'own_config', 'fit_own',
+           'paired_diffs', 'bootstrap_interval', 'images_needed', 'paired_table', 'fmt_paired', 'fastai_line',
+           'write_paired', 'own_summary', 'compare_losses', 'own_main']
 
 # %% ../nbs/06b_own_data.ipynb #49b34dab
 def export_images(path, # the folder to write (created)
@@ -63,10 +63,11 @@ def lt_arrays(x, y, # images [N, ...] and integer labels [N] of a balanced set
               n_max:int, # images of the head class
               imb_factor:float, # head / tail ratio
               seed:int=0, # seed of the draw
+              class_order=None, # `class_order[i]` gets the i-th largest count (default: class 0 the head)
              ) -> tuple:
-    "A seeded long-tailed subset `(x, y)` of a balanced set: `n_max` images of class 0 down to `n_max / imb_factor` of the last"
+    "A seeded long-tailed subset `(x, y)` of a balanced set: `n_max` images of the head class down to `n_max / imb_factor` of the tail"
     from swrm_fastai.data import long_tail_counts, long_tail_indices
-    idx = long_tail_indices(y, long_tail_counts(n_max, int(np.max(y)) + 1, imb_factor), seed).numpy()
+    idx = long_tail_indices(y, long_tail_counts(n_max, int(np.max(y)) + 1, imb_factor), seed, class_order).numpy()
     return x[idx], np.asarray(y)[idx]
 
 # %% ../nbs/06b_own_data.ipynb #95fad260
@@ -277,7 +278,8 @@ def check_model(arch:str, # see `resolve_arch`
                 weights=None, # a checkpoint file
                ):
     "Build the model once: refuse an unknown arch, weights that do not fit, pretrained weights that cannot be downloaded; timm's config"
-    try: return own_model(arch, n_classes, n_in, 0, pretrained, weights)[2]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()): return own_model(arch, n_classes, n_in, 0, pretrained, weights)[2]  # torch hub's "Downloading: ..."
     except ValueError as e: raise BenchError(str(e)) from None
     except Exception as e:
         if not pretrained: raise
@@ -335,7 +337,43 @@ def own_config(arch:str='resnet34', # see `resolve_arch`
     _need(int(cfg['bs']) == cfg['bs'] >= 1, f"batch size must be an integer >= 1, got {cfg['bs']}")
     return cfg
 
-# %% ../nbs/06b_own_data.ipynb #95e2028f
+# %% ../nbs/06b_own_data.ipynb #57c4480c
+def fit_own(dls, # the user's data (`own_dls`)
+            method:str, # key of `METHODS`
+            seed:int=0, # seeds the model's random start, the batch order and the augmentation
+            cfg:dict|None=None, # the comparison's settings (`own_config`)
+            mb=None, # fastprogress master bar to attach the batch bar to
+            in_ch:int|None=None, # input channels (default: from a batch)
+            prefix:str|None=None, # text before the batch bar (console)
+           ) -> dict:
+    "Train `method` with `fine_tune` (or the paper's schedule) from the model of `cfg['model']`; predictions on `dls.valid` at the end"
+    cfg = {**own_config(), **(cfg or {})}
+    n_epoch, counts, paper = cfg['epochs'], class_counts(dls), cfg['schedule'] == 'paper'
+    cfg['window'] = cfg['window'] or default_window(len(counts))
+    cfg['switch_epoch'], cfg['seed'] = resolve_epoch(float(cfg['switch']), n_epoch), seed
+    model, split, _ = own_model(cfg['model'], len(counts), in_ch or dls.one_batch()[0].shape[1], seed, cfg['pretrained'], cfg['weights'])
+    set_seed(seed, reproducible=True)
+    loss_func, cbs, head = METHODS[method][1](counts, cfg)
+    if head == 'cosine': model = cosine_head(model)
+    for dl in dls.loaders: dl.rng = random.Random(seed)  # same batches for every method at a given seed
+    timer = EpochTimer()
+    opt = partial(SGD, mom=0.9, decouple_wd=False) if paper else Adam
+    learn = Learner(dls, model, loss_func=loss_func, opt_func=opt, splitter=split, wd=cfg['wd'], wd_bn_bias=paper, cbs=cbs + [timer])
+    if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
+    learn.logger = noop
+    fit_cbs = [SkipValidation()] + ([_RunBar(mb, f"{method} seed {seed}", prefix)] if mb is not None else [])
+    start, cpu = time.perf_counter(), time.process_time()
+    if paper: learn.fit_paper(n_epoch, cfg['lr'], BENCH_DEFAULTS['warmup'], BENCH_DEFAULTS['milestones'], cbs=fit_cbs)
+    else: learn.fine_tune(n_epoch, cfg['lr'], freeze_epochs=cfg['freeze_epochs'], cbs=fit_cbs)
+    train_time, train_cpu, start = time.perf_counter() - start, time.process_time() - cpu, time.perf_counter()
+    preds, targs = learn.get_preds(dl=dls.valid)
+    sw = next((cb for cb in cbs if getattr(cb, 'switch_time', None) is not None), None)
+    return dict(method=method, seed=seed, learn=learn, preds=preds, targs=targs.as_subclass(torch.Tensor),
+                epoch_times=timer.times, train_time=train_time, train_cpu=train_cpu, eval_time=time.perf_counter() - start,
+                switch_time=None if sw is None else sw.switch_time, switch_timings=None if sw is None else dict(sw.timings),
+                messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
+
+# %% ../nbs/06b_own_data.ipynb #697134a8
 def paired_diffs(per_class:pd.DataFrame, # per-class accuracies (%): columns class, method, seed, accuracy, n_valid
                  method:str, # the method
                  ref:str, # the reference
@@ -347,7 +385,7 @@ def paired_diffs(per_class:pd.DataFrame, # per-class accuracies (%): columns cla
     if not seeds: raise ValueError(f"{method} and {ref} have no seed in common")
     return a.loc[b.index, seeds].to_numpy() - b[seeds].to_numpy()
 
-# %% ../nbs/06b_own_data.ipynb #674874bb
+# %% ../nbs/06b_own_data.ipynb #68492b5a
 def bootstrap_interval(d, # differences `[classes, seeds]`
                        n_boot:int=2000, # bootstrap draws
                        level:float=.95, # coverage of the interval
@@ -366,8 +404,9 @@ def images_needed(diff:float, # the mean difference
     "Validation images per class for an interval excluding zero at `diff`: `n * (half-width / |diff|)^2` (inf for no difference)"
     return math.inf if diff == 0 else n * ((hi - lo) / 2 / abs(diff)) ** 2
 
-# %% ../nbs/06b_own_data.ipynb #ea2903c3
+# %% ../nbs/06b_own_data.ipynb #9d8f02d2
 BASELINES = ('ce', 'focal', 'cb', 'ldam-drw', 'ldam-drw-mean', 'la', 'bs')
+PAIRED_COLS = ['method', 'ref', 'ref_is', 'diff', 'low', 'high', 'verdict', 'classes', 'seeds', 'images_per_class', 'images_needed']
 
 def _verdict(lo, hi): return 'better' if lo > 0 else 'worse' if hi < 0 else 'cannot tell apart'
 
@@ -393,9 +432,9 @@ def paired_table(runs:pd.DataFrame, # one row per run with `method` and `balance
             rows.append(dict(method=m, ref=ref, ref_is=role(ref), diff=diff, low=lo, high=hi, verdict=v,
                              classes=d.shape[0], seeds=d.shape[1], images_per_class=float(nv.mean()),
                              images_needed=images_needed(diff, lo, hi, float(nv.mean())) if v == 'cannot tell apart' else float('nan')))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PAIRED_COLS)
 
-# %% ../nbs/06b_own_data.ipynb #78efa8fd
+# %% ../nbs/06b_own_data.ipynb #79523ac5
 def fmt_paired(t:pd.DataFrame, # from `paired_table`
                labels:dict|None=None, # display name of each method
               ) -> list:
@@ -407,12 +446,12 @@ def fmt_paired(t:pd.DataFrame, # from `paired_table`
         if r.verdict == 'better': s += f": better than {ref}"
         elif r.verdict == 'worse': s += f": worse than {ref}"
         else:
-            need = 'no number of images would (no difference)' if math.isinf(r.images_needed) else f"about {r.images_needed:,.0f} validation images per class would"
-            s += f": the data cannot tell them apart ({need}; now {r.images_per_class:.0f})"
+            s += (": no difference at all" if math.isinf(r.images_needed) else f": the data cannot tell them apart (about "
+                  f"{r.images_needed:,.0f} validation images per class would; now {r.images_per_class:.0f})")
         out.append(s)
     return out
 
-# %% ../nbs/06b_own_data.ipynb #c8671e3d
+# %% ../nbs/06b_own_data.ipynb #c120361b
 def _fastai_arg(method:str, cfg:dict) -> str|None:
     "The `loss_func=` / `cbs=` arguments of `method` with the comparison's settings (None for the ablations)"
     sw, W, b = f"{cfg['switch']:g}", cfg['window'], f"{cfg['beta']:g}"
@@ -439,7 +478,7 @@ def fastai_line(method:str, # key of `METHODS`
            f"learn.fine_tune({cfg['epochs']}, {cfg['lr']:g}, freeze_epochs={cfg['freeze_epochs']})")
     return f"learn = {make}{head}; {fit}"
 
-# %% ../nbs/06b_own_data.ipynb #1bf82b47
+# %% ../nbs/06b_own_data.ipynb #97d8f836
 def _data_line(dls) -> str:
     "Training and validation images and their per-class range, and the files left out"
     tr = class_counts(dls)
@@ -457,7 +496,7 @@ def _table_head(cfg:dict, dls) -> str:
             f"20-100, < 20). {cfg['model']} ({start}), {sched}, lr {cfg['lr']:g}, size {cfg['size']}, W={cfg['window']}, "
             f"beta={cfg['beta']:g}, switch at {cfg['switch']:g} of the {'fit' if cfg['schedule'] == 'paper' else 'unfrozen fit'}\n\n")
 
-# %% ../nbs/06b_own_data.ipynb #f33fe9e4
+# %% ../nbs/06b_own_data.ipynb #fa2fc597
 def write_paired(t:pd.DataFrame, # from `paired_table`
                  out, # the results folder
                  cfg:dict, # the comparison's settings
@@ -474,12 +513,12 @@ def write_paired(t:pd.DataFrame, # from `paired_table`
           "accuracies); interval: 95% percentile bootstrap over classes (2,000 draws, each class with all its seeds, seed 0). "
           "A method is better or worse only when the interval excludes zero. images_needed: validation images per class "
           "for an interval excluding zero at this difference, n (half-width / |diff|)^2 with n the images per class now "
-          f"({t.images_per_class.iloc[0]:.0f}), assuming the interval narrows as 1/sqrt(n).\n\n"
+          f"({t.images_per_class.iloc[0] if len(t) else float('nan'):.0f}), assuming the interval narrows as 1/sqrt(n).\n\n"
           + markdown_table(f) + '\n' + '\n'.join(f'- {l}' for l in fmt_paired(t, L)) + '\n')
     t.to_csv(Path(out)/'paired.csv', index=False); (Path(out)/'paired.md').write_text(md)
     return md
 
-# %% ../nbs/06b_own_data.ipynb #fa2fc597
+# %% ../nbs/06b_own_data.ipynb #5a35c90e
 def own_summary(runs:pd.DataFrame, # the runs
                 table:str, # the markdown score table
                 paired:pd.DataFrame, # from `paired_table`
@@ -496,7 +535,7 @@ def own_summary(runs:pd.DataFrame, # the runs
                       *fmt_paired(paired, L), '',
                       f"highest balanced accuracy: {L[best]} ({bal[best]:.2f}){says}; in fastai:", f"  {fastai_line(best, cfg)}"])
 
-# %% ../nbs/06b_own_data.ipynb #5a35c90e
+# %% ../nbs/06b_own_data.ipynb #bc9bfe9c
 def _compare(cfg:dict, dls) -> dict:
     "Check the model and W, train every run through `run_bench`, write the results folder and paired.md"
     n_classes, n_in = len(dls.vocab), dls.one_batch()[0].shape[1]
@@ -537,7 +576,7 @@ def compare_losses(dls, # the user's data, e.g. from `own_dls` or `ImageDataLoad
     df.attrs.update(paired=r['paired'], summary=r['text'], out=str(r['out']))
     return df
 
-# %% ../nbs/06b_own_data.ipynb #6e92069d
+# %% ../nbs/06b_own_data.ipynb #35f7c0fb
 _PACKAGE_ONLY = ('dataset', 'imb', 'n_max', 'data_root', 'split_dir', 'sweep', 'quick')
 
 def own_main(a:dict, # the parsed options of `bench_parser` (with `data` set)
