@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_own_data.ipynb #dcb29220
 from __future__ import annotations
-import contextlib, difflib, io, math, random, sys, tempfile, time
+import contextlib, difflib, io, math, random, sys, tempfile, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
@@ -184,6 +184,9 @@ def own_dls(path, # a folder (train/ and valid/ or test/ of class folders) or a 
     else: (df, skipped), root = scan_folder(path, valid_pct, seed), path
     check_items(df, root)
     if not (isinstance(size, int) and size >= 8): raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    n_train = int((~df.is_valid).sum())
+    if n_train < bs: raise ValueError(f"{n_train} training images: fewer training images than a batch ({bs}), and fastai drops "
+                                      "the last partial batch: use a smaller batch size (--bs, bs=)")
     dls = ImageDataLoaders.from_df(df, root, fn_col='fname', label_col='label', valid_col='is_valid', bs=bs, seed=seed,
                                    item_tfms=Resize(size), batch_tfms=aug_transforms(do_flip=flip), num_workers=num_workers, device=device)
     dls.skipped, dls.source = skipped, str(path)
@@ -551,7 +554,9 @@ def _compare(cfg:dict, dls) -> dict:
     if kind == 'torchvision': _add_norm(dls, model_meta.get(arch, _default_meta), cfg['pretrained'], n_in)
     if kind == 'timm': _timm_norm(dls, tcfg, cfg['pretrained'], n_in)
     res = run_bench(cfg, dls, fit=fit_own)
-    w = write_results(res)
+    with warnings.catch_warnings():  # a user's data often has no class above 100 images: no head class, no tail-to-head table
+        warnings.filterwarnings('ignore', message='the tail confusion table is empty')
+        w = write_results(res)
     paired = paired_table(res['runs'], res['per_class'])
     write_paired(paired, w['out'], cfg, _labels())
     return dict(res=res, paired=paired, out=w['out'], text=own_summary(res['runs'], w['table'], paired, cfg, dls))
