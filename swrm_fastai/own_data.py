@@ -473,13 +473,14 @@ def fastai_line(method:str, # key of `METHODS`
     "Ready-to-paste fastai code (after `from swrm_fastai.all import *`) that trains `method` as the comparison did"
     arg = _fastai_arg(method, cfg)
     if arg is None: return f"# {METHODS[method][0]}: no one-line form; see swrm_fastai.bench.METHODS[{method!r}]"
-    kind, arch = resolve_arch(cfg['model'])[0], cfg['model']
-    if kind == 'own': make = f"Learner(dls, {MODELS[arch].__name__}(dls.c), {arg}, splitter=own_splitter)"
+    kind, arch, paper = resolve_arch(cfg['model'])[0], cfg['model'], cfg['schedule'] == 'paper'
+    if paper: arg += f", opt_func=partial(SGD, mom=0.9, decouple_wd=False), wd={cfg['wd']:g}, wd_bn_bias=True"
+    if kind == 'own': make = f"Learner(dls, {MODELS[arch].__name__}(dls.c, in_ch=3), {arg}" + ('' if paper else ', splitter=own_splitter') + ')'
     else: make = f"vision_learner(dls, {arch if kind == 'torchvision' else repr(arch)}, {arg}" + ('' if cfg['pretrained'] else ', pretrained=False') + ')'
     head = '; cosine_head(learn.model)' if method.startswith('ldam') else ''
-    fit = (f"learn.fit_paper({cfg['epochs']}, {cfg['lr']:g})" if cfg['schedule'] == 'paper' else
+    fit = (f"learn.fit_paper({cfg['epochs']}, {cfg['lr']:g})" if paper else
            f"learn.fine_tune({cfg['epochs']}, {cfg['lr']:g}, freeze_epochs={cfg['freeze_epochs']})")
-    return f"learn = {make}{head}; {fit}"
+    return f"learn = {make}{head}; " + ('learn.unfreeze(); ' if paper and cfg['pretrained'] else '') + fit
 
 # %% ../nbs/06b_own_data.ipynb #97d8f836
 def _data_line(dls) -> str:
