@@ -67,8 +67,9 @@ def lt_arrays(x, y, # images [N, ...] and integer labels [N] of a balanced set
              ) -> tuple:
     "A seeded long-tailed subset `(x, y)` of a balanced set: `n_max` images of the head class down to `n_max / imb_factor` of the tail"
     from swrm_fastai.data import long_tail_counts, long_tail_indices
+    y = np.array(y)  # a writable copy (the package's cached arrays are read-only)
     idx = long_tail_indices(y, long_tail_counts(n_max, int(np.max(y)) + 1, imb_factor), seed, class_order).numpy()
-    return x[idx], np.asarray(y)[idx]
+    return x[idx], y[idx]
 
 # %% ../nbs/06b_own_data.ipynb #95fad260
 def stratified_split(labels, # the label of every image
@@ -282,7 +283,7 @@ def check_model(arch:str, # see `resolve_arch`
                ):
     "Build the model once: refuse an unknown arch, weights that do not fit, pretrained weights that cannot be downloaded; timm's config"
     try:
-        with contextlib.redirect_stderr(io.StringIO()): return own_model(arch, n_classes, n_in, 0, pretrained, weights)[2]  # torch hub's "Downloading: ..."
+        with contextlib.redirect_stdout(io.StringIO()): return own_model(arch, n_classes, n_in, 0, pretrained, weights)[2]  # torch hub's "Downloading: ..."
     except ValueError as e: raise BenchError(str(e)) from None
     except Exception as e:
         if not pretrained: raise
