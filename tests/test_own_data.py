@@ -217,3 +217,16 @@ def test_compare_losses_api(folder, tmp_path):
     assert df.method.tolist() == ['ce', 'bs'] and {'balanced_mean', 'vs_ce_diff', 'vs_ce_low', 'vs_ce_high'} <= set(df.columns)
     assert math.isclose(df.vs_ce_diff[1], df.balanced_mean[1] - df.balanced_mean[0], abs_tol=1e-6)
     assert 'Balanced Softmax vs CE' in df.attrs['summary'] and len(df.attrs['paired']) == 1
+
+def test_own_model_fine_tune_and_resume(folder, tmp_path, capsys):
+    "The package's `small` with fine_tune: its classifier alone first (no switch there); --resume trains only the missing runs"
+    out = tmp_path/'r'
+    argv = ['--data', str(folder), '--arch', 'small', '--epochs', '2', '--freeze-epochs', '1', '--seeds', '0', '--out', str(out)] + FAST
+    assert main(argv + ['--methods', 'swrm']) == 0
+    log = (out/'log.txt').read_text()
+    assert 'frozen warm-up: no switch' in log and 'SimilarityWindowCallback: epoch 1:' in log
+    assert main(argv + ['--methods', 'swrm,ce']) == 2 and 'add --resume' in capsys.readouterr().err
+    assert main(argv + ['--methods', 'swrm,ce', '--resume']) == 0
+    printed = capsys.readouterr().out
+    assert 'resuming' in printed and 'run 1/1: CE' in printed and 'run 1/1: SWRM' not in printed
+    assert pd.read_csv(out/'runs.csv').method.tolist() == ['swrm', 'ce'] and 'SWRM vs CE' in (out/'paired.md').read_text()
