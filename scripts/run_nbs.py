@@ -1,5 +1,8 @@
 """Execute notebooks in place and store their outputs (then `nbdev-clean` them): `python scripts/run_nbs.py nbs/04_callback.ipynb ...`
 
+With `--slow`, the cells marked `#| slow` run too (and store their outputs); without it they are skipped and keep the
+outputs they have, as `nbdev-test` skips them.
+
 Each code cell with outputs records a hash of its source in its metadata (`swrm.src`), which `scripts/check_outputs.py` checks.
 
 Runs each notebook in its own process from `nbs/` with one torch thread, the torch.jit deprecation warning that importing fastai
@@ -14,7 +17,7 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', ca
 from execnb.shell import CaptureShell
 from fastcore.nbio import read_nb, write_nb
 import re
-SKIP = re.compile(r'^#\|\s*(slow|cuda|eval:\s*false)\s*$', re.M)  # what nbdev-test skips without --flags
+SKIP = re.compile(r'^#\|\s*(' + ('' if sys.argv[2:] == ['--slow'] else 'slow|') + r'cuda|eval:\s*false)\s*$', re.M)  # what nbdev-test skips without --flags
 def skip(cell): return cell.cell_type != 'code' or bool(SKIP.search(cell.source))
 import hashlib
 def stamp(cell):
@@ -45,14 +48,14 @@ for c in nb.cells:
 write_nb(nb, sys.argv[1])
 '''
 
-def main(paths):
+def main(paths, slow=False):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': '0'}
     for p in paths:
         p = Path(p).resolve(); t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, '-c', RUN, str(p)], cwd=root/'nbs', env=env)
+        r = subprocess.run([sys.executable, '-c', RUN, str(p)] + ['--slow'] * slow, cwd=root/'nbs', env=env)
         if r.returncode: sys.exit(f"run_nbs: {p.name} failed")
         print(f"{p.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     subprocess.run([str(Path(sys.executable).parent/'nbdev-clean')], cwd=root, check=True)
 
-if __name__ == '__main__': main(sys.argv[1:])
+if __name__ == '__main__': main([a for a in sys.argv[1:] if a != '--slow'], slow='--slow' in sys.argv[1:])

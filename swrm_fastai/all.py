@@ -18,6 +18,7 @@ from .metrics import shot_groups, per_class_accuracy, ShotAccuracy, shot_metrics
 from .callback import class_prototypes, LossSwitchCallback, SimilarityWindowCallback, DeferredReweighting, SkipValidation, EpochTimer
 from .interpret import (confusion_from_preds, tail_confusion_table, compare_confusions, shot_report, plot_lt_confusion_matrix,
                         plot_class_weights)
+from .own_data import own_dls, compare_losses
 
 __all__ = ['SimilarityWindow', 'embed_1d', 'window_members', 'swr_weights', 'swm_margins', 'window_chance', 'lookalike_share',
            'margin_ce', 'MarginCELoss', 'SWRMLoss', 'SWRLoss', 'SWMLoss', 'DySWRMLoss', 'cb_weights', 'ClassBalancedLoss',
@@ -29,4 +30,4 @@ __all__ = ['SimilarityWindow', 'embed_1d', 'window_members', 'swr_weights', 'swm
            'shot_groups', 'per_class_accuracy', 'ShotAccuracy', 'shot_metrics', 'shot_accuracy_table',
            'class_prototypes', 'LossSwitchCallback', 'SimilarityWindowCallback', 'DeferredReweighting', 'SkipValidation', 'EpochTimer',
            'confusion_from_preds', 'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
-           'plot_class_weights']
+           'plot_class_weights', 'own_dls', 'compare_losses']

@@ -30,7 +30,7 @@ from swrm_fastai.callback import (LossSwitchCallback, SimilarityWindowCallback, 
 from .core import resolve_epoch
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
 from .interpret import confusion_from_preds, learner_window
-from .report import SCORES, run_scores, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
+from .report import SCORES, run_scores, balanced_accuracy, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
 from .patches import _window_state
 from .core import auto_threads
 from . import data as lt_data
@@ -384,7 +384,7 @@ def _load_done(out:Path, cfg:dict):
 # %% ../nbs/06_bench.ipynb #77181b2e
 def _run_line(method:str, seed:int, tag:str, scores:dict, look:dict, seconds:float) -> str:
     "The line printed when a run ends: its scores, time and, with a window, the look-alike diagnostic"
-    line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(scores[s], None)}" for s in SCORES)
+    line = (f"{METHODS[method][0]:>16}{tag} seed {seed}: " + ', '.join(f"{s} {fmt_score(v, None)}" for s, v in scores.items())
             + f" ({seconds:.0f} s)")
     if not math.isnan(look['lookalike_share']):
         line += (f"; look-alike pairs sharing a window {look['lookalike_pairs_shared']}/{look['lookalike_pairs']} = "
@@ -403,6 +403,7 @@ def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int, commit:s
 # %% ../nbs/06_bench.ipynb #94ee6f62
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
+              fit=None, # trains one run, `fit(dls, method, seed, cfg, mb=, in_ch=, prefix=) -> dict` (default `fit_method`)
              ) -> dict:
     "Train and evaluate every job of `cfg`, each run's row written to `cfg['out']` as it ends; scores, per-class accuracies, plots' inputs"
     out = prepare_out(cfg)
@@ -424,8 +425,9 @@ def run_bench(cfg:dict, # from `bench_config`
         threads, c = cfg['threads'] or auto_threads(), {**cfg, **over}
         tag = ''.join(f' {k}={v:g}' for k, v in over.items())
         say(f"run {i+1}/{len(todo)}: {METHODS[method][0]}{tag}, seed {seed}, {c['epochs']} epochs, {threads} thread{'s' * (threads > 1)}")
-        res = fit_method(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
+        res = (fit or fit_method)(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
         scores, pc = run_scores(res['preds'], res['targs'], counts, names)
+        if cfg.get('balanced'): scores = {'overall': scores['overall'], 'balanced': balanced_accuracy(pc), **scores}
         extra = {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
         sw = _run_window(res['learn'])
         look = lookalike_row(sw, groups, names)
@@ -468,39 +470,58 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): raise BenchError(message)
 
 def bench_parser() -> argparse.ArgumentParser:
-    "The `swrm-bench` argument parser"
+    "The `swrm-bench` argument parser, its options in groups: data, model, schedule, methods, output"
     p = _Parser(prog='swrm-bench', description="Compare long-tailed recognition methods (CE, Focal, CB, LDAM-DRW, LA, "
-                "Balanced Softmax, SWR, SWM, SWRM, DySWRM) with the same model, schedule and seeds; write a results folder.",
-)
-    a = p.add_argument
-    a('--dataset', default='fashion-mnist-lt', help=f"one of {', '.join(RECIPES)}")
+                "Balanced Softmax, SWR, SWM, SWRM, DySWRM) with the same model, schedule and seeds, on a data set of the "
+                "package (--dataset) or on your own images (--data); write a results folder.")
+    a = p.add_argument_group('data').add_argument
+    a('--dataset', default=None, help=f"a data set of the package: one of {', '.join(RECIPES)} (default fashion-mnist-lt)")
+    a('--data', default=None, metavar='PATH', help="your own images: a folder with train/ and valid/ (or test/) of class "
+      "folders, or a CSV of fname,label[,is_valid] (file names relative to its folder); files that are not images are skipped and counted")
+    a('--valid-pct', type=float, default=None, metavar='F', help="--data without a validation split: a seeded split per class "
+      "(each class keeps >= 1 training and >= 1 validation image)")
+    a('--size', type=int, default=None, help="--data: images resized to SIZE x SIZE (default 224; small/resnet32: 32)")
+    a('--no-flip', action='store_true', default=None, help="--data: no horizontal flips in the augmentation (characters, digits)")
+    a('--bs', type=int, default=None, help="batch size (default 128; --data: 64)")
+    a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, Glyphs-LT, CIFAR-LT; default 100)")
+    a('--n-max', type=int, default=None, help="training images of the head class (default 6000 Fashion-MNIST, 500 Glyphs-LT, 5000/500 CIFAR)")
+    a('--data-root', default=None, help="data folder (default: search; ImageNet-LT/Places-LT: the image root; Glyphs-LT: the font folder, default /usr/share/fonts)")
+    a('--split-dir', default=None, help="folder of the ImageNet-LT/Places-LT split files (default: --data-root)")
+    a = p.add_argument_group('model').add_argument
+    a('--arch', '--model', dest='model', default=None, metavar='NAME', help=f"the package's {', '.join(MODELS)} (default: the "
+      "recipe's); with --data also any torchvision architecture vision_learner takes (resnet18, resnet34, resnet50, ...; "
+      "resnet18 is then torchvision's) or timm's when installed (default resnet34)")
+    a('--pretrained', dest='pretrained', action='store_true', default=None, help="--data: start from pretrained weights (the default for torchvision/timm, as in fastai)")
+    a('--no-pretrained', dest='pretrained', action='store_false', default=None, help="--data: start from random weights")
+    a('--weights', default=None, metavar='FILE', help="--data: a state dict or learn.save file loaded into the model (or its body) at the start of every run")
+    a = p.add_argument_group('schedule').add_argument
+    a('--schedule', choices=('fine-tune', 'paper'), default=None, help="--data: fastai's fine_tune (default) or the paper's from-scratch schedule")
+    a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe; --data: 5 unfrozen epochs after the frozen ones)")
+    a('--freeze-epochs', type=int, default=None, help="--data: fine_tune's frozen warm-up epochs (default 1)")
+    a('--lr', type=float, default=None, help="peak learning rate (default: the recipe's; --data: fine_tune's 2e-3)")
+    a('--wd', type=float, default=None, help="weight decay (L2, default 1e-4 as in the paper; --data with fine_tune: fastai's)")
+    a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200; "
+      "with fine_tune: of the unfrozen fit)")
+    a = p.add_argument_group('methods').add_argument
     a('--methods', nargs='+', default=None, help=f"subset of {', '.join(METHODS)} (default: the paper's "
-      f"{len(PAPER_METHODS)}, {','.join(PAPER_METHODS)}; with --quick: {','.join(QUICK_METHODS)}; with --sweep: swrm)")
+      f"{len(PAPER_METHODS)}, {','.join(PAPER_METHODS)}; with --quick: {','.join(QUICK_METHODS)}; with --sweep: swrm; "
+      "with --data: ce,cb,ldam-drw,la,bs,swrm,dyswrm)")
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 CPU cores, idle or busy)")
     a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, e.g. window=2,3,5 beta=0,0.5,1,2")
-    a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>); checked before training, "
-      "each run's row written to runs.csv as soon as it ends")
-    a('--resume', action='store_true', default=None, help="continue the benchmark in --out: skip the (method, seed, swept value) "
-      "runs already in its runs.csv (the settings must be the same)")
-    a('--epochs', type=int, default=None, help="training epochs (default: the dataset's recipe)")
-    a('--bs', type=int, default=None, help="batch size (default 128)")
-    a('--lr', type=float, default=None, help="peak learning rate (default: the recipe's)")
-    a('--wd', type=float, default=None, help="weight decay (L2, default 1e-4 as in the paper)")
-    a('--window', type=int, default=None, help="window size W (default: the recipe's)")
+    a('--window', type=int, default=None, help="window size W (default: the recipe's; --data: a third of the classes, 2 to 15)")
     a('--beta', type=float, default=None, help="margin strength beta (default: the recipe's)")
     a('--tau', type=float, default=None, help="similarity temperature tau (default 1)")
     a('--kappa', type=float, default=None, help="strength of the pairwise window margins of la-pw and la-pw-dy/up (default 1)")
     a('--power', type=float, default=None, help="exponent of la-tw's SWR weights (default 0.5)")
     a('--pull', type=float, default=None, help="strength of dyswrm-pull's term pulling confused classes together (default 1)")
-    a('--switch', type=float, default=None, help="fraction of training before two-stage methods switch (default 0.7 = 140/200)")
     a('--normalize', action='store_true', default=None, help="rescale SWR weights to mean 1")
-    a('--imb', type=float, default=None, help="imbalance factor mu (Fashion-MNIST-LT, Glyphs-LT, CIFAR-LT; default 100)")
-    a('--n-max', type=int, default=None, help="training images of the head class (default 6000 Fashion-MNIST, 500 Glyphs-LT, 5000/500 CIFAR)")
-    a('--model', default=None, help=f"one of {', '.join(MODELS)} (default: the recipe's)")
-    a('--data-root', default=None, help="data folder (default: search; ImageNet-LT/Places-LT: the image root; Glyphs-LT: the font folder, default /usr/share/fonts)")
-    a('--split-dir', default=None, help="folder of the ImageNet-LT/Places-LT split files (default: --data-root)")
+    a = p.add_argument_group('output').add_argument
+    a('--out', default=None, help="results folder (default results/<dataset>-<UTC time>); checked before training, "
+      "each run's row written to runs.csv as soon as it ends")
+    a('--resume', action='store_true', default=None, help="continue the benchmark in --out: skip the (method, seed, swept value) "
+      "runs already in its runs.csv (the settings must be the same)")
     a('--threads', type=int, default=None, help="torch CPU threads (default: one per core that no other process is "
       "using, checked before each run; more threads than free cores slow training down 10x or more)")
     a('--bar', dest='bar', action='store_true', default=None, help="progress bars even when stdout is not a terminal")
@@ -513,13 +534,20 @@ def _seeds(spec):
     try: return [int(s) for x in spec for s in str(x).replace(',', ' ').split()]
     except ValueError: raise BenchError(f"seeds must be integers, got {' '.join(map(str, spec))}") from None
 
+_OWN_ONLY = ('data', 'valid_pct', 'size', 'no_flip', 'pretrained', 'weights', 'schedule', 'freeze_epochs')
+
 def main(argv=None) -> int:
     "Entry point of `swrm-bench`: parse, train, write the results folder, print the table; 2 on a bad argument"
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         a = vars(bench_parser().parse_args(argv))
         a['seeds'] = _seeds(a['seeds'])
-        cfg = bench_config(**a)
+        if a['data'] is not None:
+            from swrm_fastai.own_data import own_main  # your own images: `compare_losses` (nbs/06b_own_data.ipynb)
+            return own_main(a, argv)
+        own = [k for k in _OWN_ONLY if a.pop(k) is not None]
+        if own: raise BenchError(f"--{own[0].replace('_', '-')} needs --data (your own images)")
+        cfg = bench_config(**{k: v for k, v in a.items() if not (k == 'dataset' and v is None)})
         cfg['argv'] = argv
         prepare_out(cfg)  # a folder that cannot be written fails now, not after training
         dls = load_data(cfg)

@@ -13,9 +13,10 @@ from .similarity import lookalike_share
 from .core import resolve_epoch
 
 # %% auto #0
-__all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'summarise', 'fmt_score', 'markdown_table', 'score_table', 'lookalike_row',
-           'lookalike_table', 'fmt_lookalikes', 'tail_confusions_all', 'fmt_confusions', 'switch_cost', 'source_commit',
-           'cpu_model', 'library_versions', 'plot_sweep', 'write_report']
+__all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'balanced_accuracy', 'present_scores', 'summarise', 'fmt_score',
+           'markdown_table', 'score_table', 'lookalike_row', 'lookalike_table', 'fmt_lookalikes', 'tail_confusions_all',
+           'fmt_confusions', 'switch_cost', 'source_commit', 'cpu_model', 'library_versions', 'plot_sweep',
+           'write_report']
 
 # %% ../nbs/06a_report.ipynb #98a8aa04
 SCORES = ('overall',) + SHOT_GROUPS
@@ -30,15 +31,26 @@ def run_scores(preds, # [N, C] probabilities or logits on the test set
     summary, per = shot_accuracy_table(preds, targs, counts, names)
     return {s: float(summary[s]) * 100 for s in SCORES}, per.assign(accuracy=per.accuracy * 100)
 
+# %% ../nbs/06a_report.ipynb #1df99016
+def balanced_accuracy(per:pd.DataFrame, # per-class table of `run_scores` (columns `accuracy` in %, `n_valid`)
+                     ) -> float:
+    "Mean of the per-class accuracies (%) over the classes that have test images: what a balanced test set's overall accuracy measures"
+    acc = per.accuracy[per.n_valid > 0]
+    return float(acc.mean()) if len(acc) else float('nan')
+
+def present_scores(runs:pd.DataFrame) -> list:
+    "The score columns of `runs`, in table order: `SCORES`, with `balanced` after `overall` when the runs have it"
+    return [s for s in ('overall', 'balanced') + SCORES[1:] if s in runs]
+
 # %% ../nbs/06a_report.ipynb #b8fe8c9d
 def summarise(runs:pd.DataFrame, # one row per (method, seed[, param, value]) with the columns of `SCORES`
               by=('method',), # columns to group by
              ) -> pd.DataFrame:
     "Mean and std over seeds of each score: columns `<score>_mean`, `<score>_std`, and `n_seeds`"
-    by = list(by)
+    by, scores = list(by), present_scores(runs)
     g = runs.groupby(by, sort=False)
-    out = pd.concat([g[list(SCORES)].mean().add_suffix('_mean'), g[list(SCORES)].std(ddof=1).add_suffix('_std')], axis=1)
-    out = out[[f'{s}_{k}' for s in SCORES for k in ('mean', 'std')]]
+    out = pd.concat([g[scores].mean().add_suffix('_mean'), g[scores].std(ddof=1).add_suffix('_std')], axis=1)
+    out = out[[f'{s}_{k}' for s in scores for k in ('mean', 'std')]]
     out['n_seeds'] = g.size()
     return out.reset_index()
 
@@ -66,7 +78,8 @@ def score_table(summary:pd.DataFrame, # output of `summarise`
     t, labels = summary[list(label_cols)].copy(), labels or {}
     if 'method' in t: t['method'] = [labels.get(m, m) for m in t['method']]
     if 'value' in t: t['value'] = [f'{v:g}' for v in t['value']]
-    for s in SCORES: t[s] = [fmt_score(m, sd, digits) for m, sd in zip(summary[f'{s}_mean'], summary[f'{s}_std'])]
+    for s in ('overall', 'balanced') + SCORES[1:]:
+        if f'{s}_mean' in summary: t[s] = [fmt_score(m, sd, digits) for m, sd in zip(summary[f'{s}_mean'], summary[f'{s}_std'])]
     t['seeds'] = summary['n_seeds'].values
     return t
 
@@ -221,7 +234,7 @@ def _write_tables(res:dict, out:Path, labels:dict) -> str:
                                             values='accuracy', sort=False)
         wide[[m for m in cfg['methods']]].reset_index().to_csv(out/'per_class_mean.csv', index=False)
     table = markdown_table(score_table(summary, by, labels=labels))
-    head = (f"# {cfg['dataset']}: top-1 accuracy (%) on the balanced test set, mean ± std over seeds {cfg['seeds']}\n\n"
+    head = cfg.get('table_head') or (f"# {cfg['dataset']}: top-1 accuracy (%) on the balanced test set, mean ± std over seeds {cfg['seeds']}\n\n"
             f"imbalance {cfg['imb']:g}, n_max {int(res['counts'].max())}, {cfg['epochs']} epochs, model {cfg['model']}, "
             f"W={cfg['window']}, beta={cfg['beta']:g}, switch at epoch {resolve_epoch(float(cfg['switch']), cfg['epochs'])}\n\n")
     (out/'table.md').write_text(head + table)
