@@ -16,15 +16,17 @@ from fastai.torch_core import TensorCategory
 from fastai.vision.augment import RandomResizedCrop, FlipItem
 from torch import Tensor
 from .similarity import check_counts
+from .render import (DEBIAN_FONTS, GLYPH_FONTS, glyph_font_files, render_glyphs, font_charset, build_meta,
+                                 cached_arrays, build_key)
 
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_NAMES', 'FASHION_MNIST_STATS', 'FASHION_MNIST_LOOKALIKES', 'DEBIAN_FASHION_MNIST', 'GLYPH_CLASSES',
-           'GLYPH_LOOKALIKES', 'DEBIAN_FONTS', 'GLYPH_FONTS', 'CIFAR_STATS', 'long_tail_counts', 'long_tail_indices',
-           'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders', 'images_dls', 'arrays_lt_dls',
-           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt', 'glyph_lookalikes',
-           'glyph_font_files', 'render_glyphs', 'glyph_class_order', 'load_glyphs', 'glyphs_lt', 'find_cifar',
-           'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt', 'class_index', 'class_counts']
+           'GLYPH_LOOKALIKES', 'CIFAR_STATS', 'long_tail_counts', 'long_tail_indices', 'IndexedImage', 'IndexedLabel',
+           'IndexedDL', 'PadCropFlip', 'LTDataLoaders', 'images_dls', 'arrays_lt_dls', 'read_idx', 'find_fashion_mnist',
+           'load_fashion_mnist', 'fashion_mnist_lt', 'glyph_lookalikes', 'glyph_class_order', 'load_glyphs',
+           'glyphs_lt', 'find_cifar', 'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt',
+           'class_index', 'class_counts']
 
 # %% ../nbs/02_data.ipynb #7d68ce6c
 def _check_imbalance(n_max, n_classes, imb_factor):
@@ -365,132 +367,8 @@ def glyph_lookalikes(
     chars = set(_check_classes(ifnone(classes, GLYPH_CLASSES)))
     return [g for g in (tuple(c for c in grp if c in chars) for grp in GLYPH_LOOKALIKES) if len(g) >= 2]
 
-# %% ../nbs/02_data.ipynb #5ae6bd1a
-DEBIAN_FONTS = Path('/usr/share/fonts')
-GLYPH_FONTS = {  # side -> family -> (Debian package, font files); a family lies on one side only
-    'train': {
-        'DejaVu': ('fonts-dejavu-core', ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf',
-                                         'DejaVuSansMono.ttf', 'DejaVuSansMono-Bold.ttf')),
-        'Liberation': ('fonts-liberation', ('LiberationSans-Regular.ttf', 'LiberationSans-Bold.ttf', 'LiberationSans-Italic.ttf',
-                                            'LiberationSerif-Regular.ttf', 'LiberationSerif-Bold.ttf', 'LiberationSerif-Italic.ttf',
-                                            'LiberationMono-Regular.ttf', 'LiberationMono-Bold.ttf')),
-        'FreeFont': ('fonts-freefont-ttf', ('FreeSans.ttf', 'FreeSansBold.ttf', 'FreeSerif.ttf', 'FreeSerifItalic.ttf',
-                                            'FreeMono.ttf', 'FreeMonoBold.ttf')),
-        'URW base35': ('fonts-urw-base35', ('C059-Roman.otf', 'C059-Italic.otf', 'P052-Roman.otf', 'P052-Bold.otf',
-                                            'URWBookman-Light.otf', 'URWBookman-Demi.otf', 'URWGothic-Book.otf', 'URWGothic-Demi.otf')),
-    },
-    'test': {
-        'Carlito': ('fonts-crosextra-carlito', ('Carlito-Regular.ttf', 'Carlito-Bold.ttf', 'Carlito-Italic.ttf')),
-        'Caladea': ('fonts-crosextra-caladea', ('Caladea-Regular.ttf', 'Caladea-Bold.ttf', 'Caladea-Italic.ttf')),
-        'Open Sans': ('fonts-open-sans', ('OpenSans-Regular.ttf', 'OpenSans-Bold.ttf')),
-        'Inconsolata': ('fonts-inconsolata', ('Inconsolata.otf',)),
-    }}
-
-def _font_side(spec, side):
-    "[(file name, Debian package or None, family or None)] of one side: families as in `GLYPH_FONTS` or a list of file names"
-    if isinstance(spec, dict): return [(f, pkg, fam) for fam,(pkg, files) in spec.items() for f in files]
-    if isinstance(spec, (str, Path)) or not is_listy(spec): raise ValueError(f"fonts[{side!r}] must be a list of font file names or a dict of families, got {spec!r}")
-    return [(Path(f).name, None, None) for f in spec]
-
-def _font_index(root):
-    "{file name: path} of the .ttf/.otf files under `root` (the first in sorted order when a name repeats)"
-    idx = {}
-    for p in sorted(Path(root).rglob('*')):
-        if p.suffix.lower() in ('.ttf', '.otf') and p.is_file(): idx.setdefault(p.name, p)
-    return idx
-
-def glyph_font_files(
-    fonts=None, # {'train': ..., 'test': ...}, each a dict of families like `GLYPH_FONTS`' or a list of file names
-    font_dir=None, # Folder searched (recursively) for the files (default `/usr/share/fonts`)
-)->dict: # {'train': [Path, ...], 'test': [Path, ...]}
-    "The font files of the training and test images, found under `font_dir`; a `ValueError` naming the packages of missing ones"
-    fonts = ifnone(fonts, GLYPH_FONTS)
-    if not isinstance(fonts, dict) or set(fonts) != {'train', 'test'}: raise ValueError(f"fonts must be a dict with the keys 'train' and 'test', got {fonts!r}")
-    sides = {s: _font_side(fonts[s], s) for s in ('train', 'test')}
-    for s,v in sides.items():
-        if not v: raise ValueError(f"no {s} font given")
-    both = sorted({f for f,_,_ in sides['train']} & {f for f,_,_ in sides['test']})
-    if both: raise ValueError(f"train and test fonts must be disjoint, {both[0]} is on both sides")
-    fams = sorted({a for _,_,a in sides['train'] if a} & {a for _,_,a in sides['test'] if a})
-    if fams: raise ValueError(f"a font family must lie on one side only, {fams[0]!r} is on both")
-    root = Path(ifnone(font_dir, DEBIAN_FONTS))
-    idx = _font_index(root) if root.is_dir() else {}
-    miss = [(f, pkg) for s in sides.values() for f,pkg,_ in s if f not in idx]
-    if miss:
-        names = ', '.join(f for f,_ in miss[:3]) + (f' and {len(miss) - 3} more' if len(miss) > 3 else '')
-        pkgs = list(dict.fromkeys(p for _,p in miss if p))
-        how = (f"install them with `sudo apt-get install {' '.join(pkgs)}` (or `make data` as root), or " if pkgs else '')
-        raise ValueError(f"glyphs-LT: {len(miss)} font file{'s' if len(miss) > 1 else ''} not found under {root}: {names}; "
-                         f"{how}pass font_dir= (a folder holding them)")
-    return {s: [idx[f] for f,_,_ in v] for s,v in sides.items()}
-
-# %% ../nbs/02_data.ipynb #9aaa47fb
-_SS = 4  # the master glyphs are drawn at 4x the final size, then transformed and box-filtered down
-_STROKES = {-1: ImageFilter.MinFilter(3), 1: ImageFilter.MaxFilter(3), 2: ImageFilter.MaxFilter(5)}  # thinner .. bolder
-
-def _font(f, em): return ImageFont.truetype(str(f), round(em * _SS), layout_engine=ImageFont.Layout.BASIC)
-
-def _draw_master(font, ch, size, baseline):
-    "`ch` white on black at `_SS` x `size`, centred horizontally, its baseline on row `baseline` (final pixels)"
-    im = Image.new('L', (size * _SS, size * _SS))
-    ImageDraw.Draw(im).text((size * _SS / 2, baseline * _SS), ch, font=font, fill=255, anchor='ms')
-    return im
-
-class _Masters:
-    "The master glyph of each (font, character, stroke), drawn once on first use; fonts lacking a character raise"
-    def __init__(self, font_files, chars, size, em, baseline):
-        store_attr()
-        self.fonts,self.cache,self.notdef = {},{},{}
-    def __call__(self, fi, ci, stroke):
-        key = (fi, ci, stroke)
-        if key in self.cache: return self.cache[key]
-        if stroke != 0: m = self(fi, ci, 0).filter(_STROKES[stroke])
-        else:
-            if fi not in self.fonts:
-                self.fonts[fi] = _font(self.font_files[fi], self.em)
-                self.notdef[fi] = _draw_master(self.fonts[fi], '\U0010FFFD', self.size, self.baseline).tobytes()  # the missing-glyph box
-            m = _draw_master(self.fonts[fi], self.chars[ci], self.size, self.baseline)
-            if m.getbbox() is None or m.tobytes() == self.notdef[fi]:
-                raise ValueError(f"font {Path(self.font_files[fi]).name} has no glyph for {self.chars[ci]!r}")
-        self.cache[key] = m
-        return m
-
-def render_glyphs(
-    labels, # Class index of each image, into `chars`
-    chars, # The character of each class
-    font_files, # Font files; each image is drawn with one of them, chosen at random
-    seed=0, # Seed (an int or a numpy `SeedSequence`) of every random choice
-    size:int=28, # Side of the square images, in pixels
-    em:float=20, # Font size (em) in pixels before the random scaling
-    baseline:float=21, # Row of the baseline before the random offset
-)->np.ndarray: # uint8 [N, size, size]: light glyphs on a dark background
-    "Images of `chars[labels]` in random fonts with a random size, offset, rotation, weight, blur, contrast and noise"
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(chars)): raise ValueError(f"labels must lie in 0..{len(chars)-1}")
-    if not len(font_files): raise ValueError("no font file given")
-    rng, N, big = np.random.default_rng(seed), len(labels), size * _SS
-    font = rng.integers(0, len(font_files), N)
-    scale, rot = rng.uniform(0.85, 1.15, N), np.deg2rad(rng.uniform(-8, 8, N))
-    dx, dy = rng.uniform(-1.5, 1.5, (2, N))
-    stroke, blur = rng.integers(-1, 3, N), rng.uniform(0, 1, N)
-    ink, bg, sd = rng.uniform(0.6, 1, N), rng.uniform(0, 40, N), rng.uniform(0, 16, N)
-    noise = rng.standard_normal((N, size, size), dtype=np.float32)
-    masters = _Masters(font_files, chars, size, em, baseline)
-    px, py = big / 2, (baseline - 0.3 * em) * _SS  # rotation and scaling about the middle of the x-height
-    out = np.empty((N, size, size), np.float32)
-    for i in range(N):
-        c, s = np.cos(rot[i]) / scale[i], np.sin(rot[i]) / scale[i]
-        ox, oy = px + dx[i] * _SS, py + dy[i] * _SS
-        m = masters(int(font[i]), int(labels[i]), int(stroke[i]))  # output (x, y) -> input: inverse of the similarity
-        im = m.transform((big, big), Image.AFFINE, (c, s, px - c*ox - s*oy, -s, c, py + s*ox - c*oy), resample=Image.BILINEAR)
-        out[i] = np.asarray(im.resize((size, size), Image.BOX).filter(ImageFilter.GaussianBlur(float(blur[i]))), dtype=np.float32)
-    out = bg[:,None,None] + (ink * (255 - bg) / 255)[:,None,None] * out + sd[:,None,None] * noise
-    return np.rint(out.clip(0, 255)).astype(np.uint8)
-
 # %% ../nbs/02_data.ipynb #4f90507a
 _GLYPHS_VERSION = 1  # bump when the rendering changes: part of the cache key
-
-def _sha1_file(f): return hashlib.sha1(Path(f).read_bytes()).hexdigest()
 
 def _glyph_streams(seed):
     "Independent random streams of a build: class order, training labels, training drawing, test labels, test drawing"
@@ -522,26 +400,17 @@ def load_glyphs(
     if not (isinstance(n_test, (int, np.integer)) and n_test >= 1): raise ValueError(f"n_test must be an integer >= 1, got {n_test!r}")
     if not (isinstance(size, (int, np.integer)) and size >= 8): raise ValueError(f"size must be an integer >= 8, got {size!r}")
     files = glyph_font_files(fonts, font_dir)
-    from PIL import __version__ as pil_version, features
-    meta = dict(version=_GLYPHS_VERSION, classes=''.join(chars), counts=counts.tolist(), seed=int(seed), n_test=int(n_test),
-                size=int(size), pil=pil_version, freetype=features.version('freetype2'),
-                fonts={s: [[f.name, _sha1_file(f)] for f in v] for s,v in files.items()})
-    key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'glyphs-lt'))/f'glyphs-lt-{key}.npz'
-    if cache and fname.is_file():
-        with np.load(fname) as d:
-            if json.loads(str(d['meta'])) == meta: return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
-    _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)  # the test set does not depend on the imbalance
-    y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
-    y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
-    x_tr = render_glyphs(y_tr, chars, files['train'], s_xtr, size)
-    x_te = render_glyphs(y_te, chars, files['test'], s_xte, size)
-    if cache:
-        fname.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fname.with_name(f'{fname.stem}.{os.getpid()}.tmp.npz')
-        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, meta=json.dumps(meta, sort_keys=True))
-        os.replace(tmp, fname)  # atomic: a concurrent build never reads half a file
-    return x_tr, y_tr, x_te, y_te
+    meta = build_meta(files, version=_GLYPHS_VERSION, classes=''.join(chars), counts=counts.tolist(), seed=int(seed),
+                      n_test=int(n_test), size=int(size))
+    def draw():
+        _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)  # the test set does not depend on the imbalance
+        y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
+        y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
+        return dict(x_train=render_glyphs(y_tr, chars, files['train'], s_xtr, size), y_train=y_tr,
+                    x_test=render_glyphs(y_te, chars, files['test'], s_xte, size), y_test=y_te)
+    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'glyphs-lt'))/f'glyphs-lt-{build_key(meta)}.npz'
+    d = cached_arrays(fname, meta, draw, cache)
+    return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
 
 def glyphs_lt(
     imb_factor:float=100, # Imbalance factor mu = n_max / n_min
