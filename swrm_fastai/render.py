@@ -107,6 +107,10 @@ class _Masters:
                 raise ValueError(f"font {Path(self.font_files[fi]).name} has no glyph for {self.chars[ci]!r}")
         self.cache[key] = m
         return m
+    def drop(self, fi):
+        "Forget the master glyphs and the face of font `fi` (a build draws font by font: memory for one font's masters)"
+        self.cache = {k: v for k,v in self.cache.items() if k[0] != fi}
+        self.fonts.pop(fi, None)
 
 # %% ../nbs/02a_render.ipynb #b5026c4b
 def render_glyphs(
@@ -117,6 +121,7 @@ def render_glyphs(
     size:int=28, # Side of the square images, in pixels
     em:float=20, # Font size (em) in pixels before the random scaling
     baseline:float=21, # Row of the baseline before the random offset
+    augment:bool=True, # False: every image as designed (no scaling, offset, rotation, weight, blur, contrast or noise)
 )->np.ndarray: # uint8 [N, size, size]: light glyphs on a dark background
     "Images of `chars[labels]` in random fonts with a random size, offset, rotation, weight, blur, contrast and noise"
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -129,10 +134,14 @@ def render_glyphs(
     stroke, blur = rng.integers(-1, 3, N), rng.uniform(0, 1, N)
     ink, bg, sd = rng.uniform(0.6, 1, N), rng.uniform(0, 40, N), rng.uniform(0, 16, N)
     noise = rng.standard_normal((N, size, size), dtype=np.float32)
+    if not augment: scale,rot,dx,dy,stroke,blur,ink,bg,sd = [np.ones(N), *np.zeros((3, N)), np.zeros(N, int), np.zeros(N), np.ones(N), *np.zeros((2, N))]
     masters = _Masters(font_files, chars, size, em, baseline)
     px, py = big / 2, (baseline - 0.3 * em) * _SS  # rotation and scaling about the middle of the x-height
     out = np.empty((N, size, size), np.float32)
-    for i in range(N):
+    prev = None
+    for i in np.argsort(font, kind='stable'):  # font by font, each font's masters dropped after its last image
+        if prev is not None and font[i] != prev: masters.drop(prev)
+        prev = font[i]
         c, s = np.cos(rot[i]) / scale[i], np.sin(rot[i]) / scale[i]
         ox, oy = px + dx[i] * _SS, py + dy[i] * _SS
         m = masters(int(font[i]), int(labels[i]), int(stroke[i]))  # output (x, y) -> input: inverse of the similarity
