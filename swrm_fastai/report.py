@@ -24,9 +24,11 @@ def run_scores(preds, # [N, C] probabilities or logits on the test set
                targs, # [N] true classes
                counts, # training counts per class
                names=None, # class names
+               many:int=100, # many-shot: more than `many` training samples (a data set's own: `dls.shots`)
+               few:int=20, # few-shot: fewer than `few` training samples
               ):
     "`({'overall', 'many', 'medium', 'few'}: accuracy in %, per-class DataFrame with accuracy in %)`"
-    summary, per = shot_accuracy_table(preds, targs, counts, names)
+    summary, per = shot_accuracy_table(preds, targs, counts, names, many=many, few=few)
     return {s: float(summary[s]) * 100 for s in SCORES}, per.assign(accuracy=per.accuracy * 100)
 
 # %% ../nbs/06a_report.ipynb #b8fe8c9d
