@@ -673,7 +673,7 @@ def cjk_backbone(
     cache_dir=None, # Folder of the backbone (default `$SWRM_DATA/cjk-lt`)
 )->Path: # The weights file (`.pt`; its record beside it, `.json`)
     "A `small_resnet` pretrained on a balanced set of CJK-LT's characters, built once, its sha256 recorded and verified"
-    from .models import small_resnet  # models -> callback -> data: imported when used
+    from swrm_fastai.models import small_resnet  # models -> callback -> data: imported when used
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
     chars = _cjk_subset(CJK_CLASSES, CJK_LOOKALIKES, n_classes)
@@ -708,7 +708,7 @@ def cjk_pretrained(
     backbone='full', # A key of `CJK_BACKBONES` or a backbone file
 )->nn.Module: # `small_resnet` with the backbone's weights and a new `fc`
     "The pretrained CJK backbone with a new `n_classes`-way head (built first if missing)"
-    from .models import small_resnet
+    from swrm_fastai.models import small_resnet
     if in_ch != 1: raise ValueError(f"the CJK backbone takes one-channel images, got in_ch={in_ch}")
     f = cjk_backbone(**CJK_BACKBONES[backbone]) if backbone in CJK_BACKBONES else Path(backbone)
     _check_backbone(f)
