@@ -442,6 +442,8 @@ def run_bench(cfg:dict, # from `bench_config`
         sw = _similarity_window(res['learn'])
         look = lookalike_row(sw, groups, names)
         rows.append(_run_row(res, scores, look, extra, threads, commit))
+        if getattr(dls, 'auto_lookalikes', None):  # the pairs found by the pixels (CJK-LT): the same diagnostic
+            rows[-1].update({f'auto_{k}': v for k, v in lookalike_row(sw, dls.auto_lookalikes, names).items()})
         per_class.append(pc.assign(method=method, seed=seed, **extra).rename_axis('class').reset_index())
         _append_csv(pd.DataFrame(rows[-1:]), out/'runs.csv'); _append_csv(per_class[-1], out/'per_class.csv')
         line = _run_line(method, seed, tag, scores, look, res['train_time'])
@@ -454,7 +456,8 @@ def run_bench(cfg:dict, # from `bench_config`
             torch.save(_kept_state(kept[method]['cm'], sw), _run_file(out, _job_key(method, seed, over)))
         del res
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=pd.concat(per_class, ignore_index=True), kept=kept, counts=counts,
-                names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
+                names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start,
+                shots=getattr(dls, 'shots', None) or {})
 
 # %% ../nbs/06_bench.ipynb #cc3d99b4
 def write_results(res:dict, # from `run_bench`

@@ -130,4 +130,5 @@ def test_bench_quick(dataset, cache, tmp_path):
     assert counts.max() == 64 and len(counts) == (100 if dataset == 'cjk-lt' else 60)
     if dataset == 'cjk-lt':   # scored with the data set's thresholds: every group is present
         assert runs[['many', 'medium', 'few']].notna().all().all()
-    assert runs.lookalike_pairs.iloc[1] > 0
+    assert runs.lookalike_pairs.iloc[1] > 0 and runs.auto_lookalike_pairs.iloc[1] > 0   # both look-alike lists diagnosed
+    assert 0 <= runs.auto_lookalike_chance.iloc[1] <= 1
