@@ -579,6 +579,7 @@ def _cjk_subset(classes, groups, n_classes):
     first = list(dict.fromkeys(c for g in groups for c in g)); keep = set((first + [c for c in classes if c not in first])[:n_classes])
     return ''.join(c for c in classes if c in keep)
 
+# %% ../nbs/02_data.ipynb #8d669230
 def load_cjk(
     classes:str, # Characters of the classes
     counts, # Training images per class, head first: class `glyph_class_order(C, seed)[i]` gets `counts[i]`
@@ -717,6 +718,7 @@ def cjk_pretrained(
     m.load_state_dict(sd, strict=False)
     return m
 
+# %% ../nbs/02_data.ipynb #070dee6d
 def cjk_splitter(m:nn.Module)->list:
     "Body and head parameter groups of `cjk_pretrained`, for fastai's `freeze`/`fine_tune`"
     return [[p for n,p in m.named_parameters() if not n.startswith('fc.')], list(m.fc.parameters())]
