@@ -570,7 +570,7 @@ def shaped_counts(
     return np.maximum(n, 1)
 
 # %% ../nbs/02_data.ipynb #d764b76d
-_CJK_DRAW = dict(size=32, em=22, baseline=24)  # an ideograph fills its em square: 22 px of 32, centred
+_CJK_DRAW = dict(size=32, em=22, baseline=24, thin=False)  # an ideograph fills its em square: 22 px of 32, centred; no thinning
 
 def _cjk_subset(classes, groups, n_classes):
     "`n_classes` of `classes` (as a string, in their order): the members of the look-alike `groups` first"
@@ -596,7 +596,7 @@ def load_cjk(
     if counts.shape != (len(chars),) or counts.min() < 1: raise ValueError(f"counts must hold one integer >= 1 per class ({len(chars)})")
     if not (isinstance(n_test, (int, np.integer)) and n_test >= 1): raise ValueError(f"n_test must be an integer >= 1, got {n_test!r}")
     files = glyph_font_files(ifnone(fonts, CJK_FONTS), font_dir, what='CJK-LT')
-    meta = build_meta(files, version=1, classes=''.join(chars), counts=counts.tolist(), seed=seed, n_test=int(n_test), **_CJK_DRAW)
+    meta = build_meta(files, version=2, classes=''.join(chars), counts=counts.tolist(), seed=seed, n_test=int(n_test), **_CJK_DRAW)
     def draw():
         _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)
         y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
@@ -678,7 +678,7 @@ def cjk_backbone(
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
     chars = _cjk_subset(CJK_CLASSES, CJK_LOOKALIKES, n_classes)
-    params = dict(version=1, classes=chars, n_per_class=int(n_per_class), epochs=int(epochs), lr=float(lr), n_test=int(n_test),
+    params = dict(version=2, draw=_CJK_DRAW, classes=chars, n_per_class=int(n_per_class), epochs=int(epochs), lr=float(lr), n_test=int(n_test),
                   seed=int(seed), bs=int(bs), torch=torch.__version__)
     files = glyph_font_files(ifnone(fonts, CJK_FONTS), font_dir, what='CJK-LT')
     f = Path(ifnone(cache_dir, _swrm_data_dir()/'cjk-lt'))/f"cjk-backbone-{build_key(build_meta(files, **params))}.pt"

@@ -122,6 +122,7 @@ def render_glyphs(
     em:float=20, # Font size (em) in pixels before the random scaling
     baseline:float=21, # Row of the baseline before the random offset
     augment:bool=True, # False: every image as designed (no scaling, offset, rotation, weight, blur, contrast or noise)
+    thin:bool=True, # False: the thinner weight is drawn as designed (hairline strokes of Mincho faces would vanish)
 )->np.ndarray: # uint8 [N, size, size]: light glyphs on a dark background
     "Images of `chars[labels]` in random fonts with a random size, offset, rotation, weight, blur, contrast and noise"
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -134,6 +135,7 @@ def render_glyphs(
     stroke, blur = rng.integers(-1, 3, N), rng.uniform(0, 1, N)
     ink, bg, sd = rng.uniform(0.6, 1, N), rng.uniform(0, 40, N), rng.uniform(0, 16, N)
     noise = rng.standard_normal((N, size, size), dtype=np.float32)
+    if not thin: stroke = np.maximum(stroke, 0)  # the same random draws: only the thinning is left out
     if not augment: scale,rot,dx,dy,stroke,blur,ink,bg,sd = [np.ones(N), *np.zeros((3, N)), np.zeros(N, int), np.zeros(N), np.ones(N), *np.zeros((2, N))]
     masters = _Masters(font_files, chars, size, em, baseline)
     px, py = big / 2, (baseline - 0.3 * em) * _SS  # rotation and scaling about the middle of the x-height

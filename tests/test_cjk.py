@@ -132,3 +132,13 @@ def test_bench_quick(dataset, cache, tmp_path):
         assert runs[['many', 'medium', 'few']].notna().all().all()
     assert runs.lookalike_pairs.iloc[1] > 0 and runs.auto_lookalike_pairs.iloc[1] > 0   # both look-alike lists diagnosed
     assert 0 <= runs.auto_lookalike_chance.iloc[1] <= 1
+
+@needs_fonts
+def test_no_thinning_keeps_hairlines():
+    "CJK-LT never draws the thinner weight (it erases Mincho hairlines); the other random choices stay the same"
+    f = [p for p in D.glyph_font_files(D.CJK_FONTS, what='CJK-LT')['train'] if p.name == 'ipam.ttf']
+    a = D.render_glyphs(np.zeros(40, int), ['士'], f, seed=0, size=32, em=22, baseline=24)
+    b = D.render_glyphs(np.zeros(40, int), ['士'], f, seed=0, **D._CJK_DRAW)
+    same = [np.array_equal(u, v) for u, v in zip(a, b)]
+    assert 0 < sum(same) < 40                                     # only the images drawn thinner change
+    assert all(b[i].astype(int).sum() > a[i].astype(int).sum() for i, s in enumerate(same) if not s)
