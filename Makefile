@@ -7,6 +7,10 @@ FMNIST := /usr/share/datasets/fashion-mnist
 # Fonts of Glyphs-LT (swrm_fastai.data.GLYPH_FONTS): training families, then test families
 GLYPH_FONTS := fonts-dejavu-core fonts-liberation fonts-freefont-ttf fonts-urw-base35 \
   fonts-crosextra-carlito fonts-crosextra-caladea fonts-open-sans fonts-inconsolata
+# Fonts of CJK-LT and CJK-LT-ft (swrm_fastai.data.CJK_FONTS): training families, then test families
+CJK_FONTS := fonts-noto-cjk fonts-ipafont-gothic fonts-ipafont-mincho fonts-ipaexfont-gothic fonts-ipaexfont-mincho \
+  fonts-arphic-ukai fonts-arphic-uming fonts-hanazono fonts-vlgothic fonts-horai-umefont \
+  fonts-wqy-zenhei fonts-wqy-microhei fonts-klee fonts-lxgw-wenkai fonts-morisawa-bizud-gothic fonts-morisawa-bizud-mincho
 export PYTHONHASHSEED := 0
 
 .PHONY: demo test venv data data-fmnist data-fonts results nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
@@ -19,7 +23,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Fashion-MNIST and the fonts of Glyphs-LT from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
+# Fashion-MNIST and the fonts of Glyphs-LT and CJK-LT from Debian, so nothing is downloaded (needs root; skipped quietly otherwise).
 # `make demo` needs Fashion-MNIST only; the tests need both.
 data: data-fmnist data-fonts
 
@@ -33,12 +37,12 @@ data-fmnist:
 	fi
 
 data-fonts:
-	@if ! dpkg -s $(GLYPH_FONTS) >/dev/null 2>&1; then \
+	@if ! dpkg -s $(GLYPH_FONTS) $(CJK_FONTS) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q $(GLYPH_FONTS) >/dev/null 2>&1 || \
-	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(GLYPH_FONTS) >/dev/null 2>&1) || \
-	    echo "warning: could not apt-get install the Glyphs-LT fonts ($(GLYPH_FONTS))"; \
-	  else echo "note: Glyphs-LT fonts missing and not root; sudo apt-get install $(GLYPH_FONTS)"; fi; \
+	    apt-get install -y -q $(GLYPH_FONTS) $(CJK_FONTS) >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(GLYPH_FONTS) $(CJK_FONTS) >/dev/null 2>&1) || \
+	    echo "warning: could not apt-get install the Glyphs-LT and CJK-LT fonts ($(GLYPH_FONTS) $(CJK_FONTS))"; \
+	  else echo "note: fonts missing and not root; sudo apt-get install $(GLYPH_FONTS) $(CJK_FONTS)"; fi; \
 	fi
 
 demo: venv data-fmnist

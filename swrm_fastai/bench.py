@@ -41,7 +41,9 @@ __all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SW
            'run_bench', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
-MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18)
+MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18,
+              **{'cjk-pretrained': partial(lt_data.cjk_pretrained, backbone='full'),  # CJK-LT-ft: the backbone pretrained on CJK-LT's characters
+                 'cjk-pretrained-quick': partial(lt_data.cjk_pretrained, backbone='quick')})
 
 RECIPES = {
     'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=5/200,
@@ -56,6 +58,13 @@ RECIPES = {
                         milestones=(60/90, 80/90), switch=80/90, window=30, beta=10., wd=1e-4),
     'places-lt':   dict(builder='places_lt', model='resnet18', epochs=30, lr=0.01, warmup=0.,
                         milestones=(10/30, 20/30), switch=20/30, window=40, beta=10., wd=1e-4),
+    # ImageNet-LT's recipe on CJK-LT, 90 epochs scaled to 36 (warm-up 2, decays at 24 and 32, switch at 32)
+    'cjk-lt':      dict(builder='cjk_lt', model='small', epochs=36, lr=0.1, warmup=5/90, milestones=(60/90, 80/90),
+                        switch=80/90, window=30, beta=10., wd=1e-4, quick_n_max=64, quick_data_kw=dict(n_classes=100, n_test=4)),
+    # Places-LT's recipe on CJK-LT-ft: fine-tuned from the backbone pretrained on CJK-LT's characters
+    'cjk-lt-ft':   dict(builder='cjk_lt_ft', model='cjk-pretrained', epochs=30, lr=0.01, warmup=0., milestones=(10/30, 20/30),
+                        switch=20/30, window=40, beta=10., wd=1e-4, quick_n_max=64, quick_model='cjk-pretrained-quick',
+                        quick_data_kw=dict(n_classes=60, n_test=4, backbone='quick')),
 }
 
 # %% ../nbs/06_bench.ipynb #f424abaa
@@ -260,7 +269,8 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     cfg = {**BENCH_DEFAULTS, **RECIPES[dataset], 'dataset': dataset, 'bs': 128, 'imb': 100., 'n_max': None,
            'data_root': None, 'split_dir': None, 'data_seed': 0, 'quick': quick, 'threads': None, 'resume': False,
            'bar': IN_NOTEBOOK or sys.stdout.isatty()}
-    if quick: cfg.update(epochs=QUICK['epochs'], n_max=cfg.get('quick_n_max', QUICK['n_max']))
+    if quick: cfg.update(epochs=QUICK['epochs'], n_max=cfg.get('quick_n_max', QUICK['n_max']), model=cfg.get('quick_model', cfg['model']),
+                         data_kw=cfg.get('quick_data_kw', cfg.get('data_kw', {})))
     cfg.update(kw)
     cfg['sweep'] = parse_sweep(sweep)
     if methods is None: methods = ['swrm'] if cfg['sweep'] else list(QUICK['methods'] if quick else PAPER_METHODS)
@@ -288,11 +298,16 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
 
 # %% ../nbs/06_bench.ipynb #fd52876b
 _ROOT_ARG = {'fashion-mnist-lt': 'path', 'glyphs-lt': 'font_dir', 'cifar10-lt': 'path', 'cifar100-lt': 'path'}
+_SHAPED = {'cjk-lt', 'cjk-lt-ft'}  # builders whose long tail has a fixed shape (no imbalance factor)
 
 def load_data(cfg:dict):
     "The long-tailed `DataLoaders` of `cfg['dataset']` from `swrm_fastai.data`; missing data -> `BenchError`"
     name, bs, seed, build = cfg['dataset'], cfg['bs'], cfg['data_seed'], getattr(lt_data, cfg['builder'])
     try:
+        if name in _SHAPED:
+            kw = dict(seed=seed, bs=bs, font_dir=cfg['data_root'], **cfg.get('data_kw', {}))
+            if cfg['n_max'] is not None: kw['n_max'] = cfg['n_max']
+            return build(**kw)
         if name in _ROOT_ARG:  # the builders that sample a long tail from a balanced data set
             kw = dict(imb_factor=cfg['imb'], seed=seed, bs=bs, **{_ROOT_ARG[name]: cfg['data_root']})
             if name.startswith('cifar'): kw['n_classes'] = cfg['n_classes']
@@ -426,12 +441,14 @@ def run_bench(cfg:dict, # from `bench_config`
         tag = ''.join(f' {k}={v:g}' for k, v in over.items())
         say(f"run {i+1}/{len(todo)}: {METHODS[method][0]}{tag}, seed {seed}, {c['epochs']} epochs, {threads} thread{'s' * (threads > 1)}")
         res = (fit or fit_method)(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
-        scores, pc = run_scores(res['preds'], res['targs'], counts, names)
+        scores, pc = run_scores(res['preds'], res['targs'], counts, names, **(getattr(dls, 'shots', None) or {}))
         if cfg.get('balanced'): scores = {'overall': scores['overall'], 'balanced': balanced_accuracy(pc), **scores}
         extra = {'param': next(iter(over)), 'value': next(iter(over.values()))} if over else {}
         sw = _run_window(res['learn'])
         look = lookalike_row(sw, groups, names)
         rows.append(_run_row(res, scores, look, extra, threads, commit))
+        if getattr(dls, 'auto_lookalikes', None):  # the pairs found by the pixels (CJK-LT): the same diagnostic
+            rows[-1].update({f'auto_{k}': v for k, v in lookalike_row(sw, dls.auto_lookalikes, names).items()})
         per_class.append(pc.assign(method=method, seed=seed, **extra).rename_axis('class').reset_index())
         _append_csv(pd.DataFrame(rows[-1:]), out/'runs.csv'); _append_csv(per_class[-1], out/'per_class.csv')
         line = _run_line(method, seed, tag, scores, look, res['train_time'])
@@ -444,7 +461,8 @@ def run_bench(cfg:dict, # from `bench_config`
             torch.save(_kept_state(kept[method]['cm'], sw), _run_file(out, _job_key(method, seed, over)))
         del res
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=pd.concat(per_class, ignore_index=True), kept=kept, counts=counts,
-                names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start)
+                names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start,
+                shots=getattr(dls, 'shots', None) or {})
 
 # %% ../nbs/06_bench.ipynb #cc3d99b4
 def write_results(res:dict, # from `run_bench`

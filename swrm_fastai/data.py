@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_data.ipynb #c42b5b5b
 from __future__ import annotations
-import functools, gzip, hashlib, json, os, pickle, math, numbers, string
+import functools, gzip, hashlib, itertools, json, os, pickle, math, numbers, string, time
 from pathlib import Path
-import numpy as np, torch, torch.nn.functional as F
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from fastcore.all import *
 from fastai.data.core import Datasets, DataLoaders, TfmdDL
@@ -16,15 +16,19 @@ from fastai.torch_core import TensorCategory
 from fastai.vision.augment import RandomResizedCrop, FlipItem
 from torch import Tensor
 from .core import check_counts
+from .render import (DEBIAN_FONTS, GLYPH_FONTS, glyph_font_files, render_glyphs, font_charset, build_meta,
+                                 cached_arrays, build_key)
 
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_NAMES', 'FASHION_MNIST_STATS', 'FASHION_MNIST_LOOKALIKES', 'DEBIAN_FASHION_MNIST', 'GLYPH_CLASSES',
-           'GLYPH_LOOKALIKES', 'DEBIAN_FONTS', 'GLYPH_FONTS', 'CIFAR_STATS', 'long_tail_counts', 'long_tail_indices',
-           'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders', 'images_dls', 'arrays_lt_dls',
-           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt', 'glyph_lookalikes',
-           'glyph_font_files', 'render_glyphs', 'glyph_class_order', 'load_glyphs', 'glyphs_lt', 'find_cifar',
-           'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt']
+           'GLYPH_LOOKALIKES', 'CJK_FONTS', 'CJK_CLASSES', 'CJK_FT_CLASSES', 'CJK_LOOKALIKES', 'CJK_FT_LOOKALIKES',
+           'IMAGENET_LT_SHAPE', 'PLACES_LT_SHAPE', 'CJK_BACKBONES', 'CIFAR_STATS', 'long_tail_counts',
+           'long_tail_indices', 'IndexedImage', 'IndexedLabel', 'IndexedDL', 'PadCropFlip', 'LTDataLoaders',
+           'images_dls', 'arrays_lt_dls', 'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'fashion_mnist_lt',
+           'glyph_lookalikes', 'glyph_class_order', 'load_glyphs', 'glyphs_lt', 'cjk_coverage', 'cjk_auto_lookalikes',
+           'shot_thresholds', 'shaped_counts', 'load_cjk', 'cjk_lt', 'cjk_backbone', 'cjk_pretrained', 'cjk_splitter',
+           'cjk_lt_ft', 'find_cifar', 'cifar_lt', 'read_split_file', 'split_file_lt', 'imagenet_lt', 'places_lt']
 
 # %% ../nbs/02_data.ipynb #7d68ce6c
 def _check_imbalance(n_max, n_classes, imb_factor):
@@ -365,132 +369,8 @@ def glyph_lookalikes(
     chars = set(_check_classes(ifnone(classes, GLYPH_CLASSES)))
     return [g for g in (tuple(c for c in grp if c in chars) for grp in GLYPH_LOOKALIKES) if len(g) >= 2]
 
-# %% ../nbs/02_data.ipynb #5ae6bd1a
-DEBIAN_FONTS = Path('/usr/share/fonts')
-GLYPH_FONTS = {  # side -> family -> (Debian package, font files); a family lies on one side only
-    'train': {
-        'DejaVu': ('fonts-dejavu-core', ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf',
-                                         'DejaVuSansMono.ttf', 'DejaVuSansMono-Bold.ttf')),
-        'Liberation': ('fonts-liberation', ('LiberationSans-Regular.ttf', 'LiberationSans-Bold.ttf', 'LiberationSans-Italic.ttf',
-                                            'LiberationSerif-Regular.ttf', 'LiberationSerif-Bold.ttf', 'LiberationSerif-Italic.ttf',
-                                            'LiberationMono-Regular.ttf', 'LiberationMono-Bold.ttf')),
-        'FreeFont': ('fonts-freefont-ttf', ('FreeSans.ttf', 'FreeSansBold.ttf', 'FreeSerif.ttf', 'FreeSerifItalic.ttf',
-                                            'FreeMono.ttf', 'FreeMonoBold.ttf')),
-        'URW base35': ('fonts-urw-base35', ('C059-Roman.otf', 'C059-Italic.otf', 'P052-Roman.otf', 'P052-Bold.otf',
-                                            'URWBookman-Light.otf', 'URWBookman-Demi.otf', 'URWGothic-Book.otf', 'URWGothic-Demi.otf')),
-    },
-    'test': {
-        'Carlito': ('fonts-crosextra-carlito', ('Carlito-Regular.ttf', 'Carlito-Bold.ttf', 'Carlito-Italic.ttf')),
-        'Caladea': ('fonts-crosextra-caladea', ('Caladea-Regular.ttf', 'Caladea-Bold.ttf', 'Caladea-Italic.ttf')),
-        'Open Sans': ('fonts-open-sans', ('OpenSans-Regular.ttf', 'OpenSans-Bold.ttf')),
-        'Inconsolata': ('fonts-inconsolata', ('Inconsolata.otf',)),
-    }}
-
-def _font_side(spec, side):
-    "[(file name, Debian package or None, family or None)] of one side: families as in `GLYPH_FONTS` or a list of file names"
-    if isinstance(spec, dict): return [(f, pkg, fam) for fam,(pkg, files) in spec.items() for f in files]
-    if isinstance(spec, (str, Path)) or not is_listy(spec): raise ValueError(f"fonts[{side!r}] must be a list of font file names or a dict of families, got {spec!r}")
-    return [(Path(f).name, None, None) for f in spec]
-
-def _font_index(root):
-    "{file name: path} of the .ttf/.otf files under `root` (the first in sorted order when a name repeats)"
-    idx = {}
-    for p in sorted(Path(root).rglob('*')):
-        if p.suffix.lower() in ('.ttf', '.otf') and p.is_file(): idx.setdefault(p.name, p)
-    return idx
-
-def glyph_font_files(
-    fonts=None, # {'train': ..., 'test': ...}, each a dict of families like `GLYPH_FONTS`' or a list of file names
-    font_dir=None, # Folder searched (recursively) for the files (default `/usr/share/fonts`)
-)->dict: # {'train': [Path, ...], 'test': [Path, ...]}
-    "The font files of the training and test images, found under `font_dir`; a `ValueError` naming the packages of missing ones"
-    fonts = ifnone(fonts, GLYPH_FONTS)
-    if not isinstance(fonts, dict) or set(fonts) != {'train', 'test'}: raise ValueError(f"fonts must be a dict with the keys 'train' and 'test', got {fonts!r}")
-    sides = {s: _font_side(fonts[s], s) for s in ('train', 'test')}
-    for s,v in sides.items():
-        if not v: raise ValueError(f"no {s} font given")
-    both = sorted({f for f,_,_ in sides['train']} & {f for f,_,_ in sides['test']})
-    if both: raise ValueError(f"train and test fonts must be disjoint, {both[0]} is on both sides")
-    fams = sorted({a for _,_,a in sides['train'] if a} & {a for _,_,a in sides['test'] if a})
-    if fams: raise ValueError(f"a font family must lie on one side only, {fams[0]!r} is on both")
-    root = Path(ifnone(font_dir, DEBIAN_FONTS))
-    idx = _font_index(root) if root.is_dir() else {}
-    miss = [(f, pkg) for s in sides.values() for f,pkg,_ in s if f not in idx]
-    if miss:
-        names = ', '.join(f for f,_ in miss[:3]) + (f' and {len(miss) - 3} more' if len(miss) > 3 else '')
-        pkgs = list(dict.fromkeys(p for _,p in miss if p))
-        how = (f"install them with `sudo apt-get install {' '.join(pkgs)}` (or `make data` as root), or " if pkgs else '')
-        raise ValueError(f"glyphs-LT: {len(miss)} font file{'s' if len(miss) > 1 else ''} not found under {root}: {names}; "
-                         f"{how}pass font_dir= (a folder holding them)")
-    return {s: [idx[f] for f,_,_ in v] for s,v in sides.items()}
-
-# %% ../nbs/02_data.ipynb #9aaa47fb
-_SS = 4  # the master glyphs are drawn at 4x the final size, then transformed and box-filtered down
-_STROKES = {-1: ImageFilter.MinFilter(3), 1: ImageFilter.MaxFilter(3), 2: ImageFilter.MaxFilter(5)}  # thinner .. bolder
-
-def _font(f, em): return ImageFont.truetype(str(f), round(em * _SS), layout_engine=ImageFont.Layout.BASIC)
-
-def _draw_master(font, ch, size, baseline):
-    "`ch` white on black at `_SS` x `size`, centred horizontally, its baseline on row `baseline` (final pixels)"
-    im = Image.new('L', (size * _SS, size * _SS))
-    ImageDraw.Draw(im).text((size * _SS / 2, baseline * _SS), ch, font=font, fill=255, anchor='ms')
-    return im
-
-class _Masters:
-    "The master glyph of each (font, character, stroke), drawn once on first use; fonts lacking a character raise"
-    def __init__(self, font_files, chars, size, em, baseline):
-        store_attr()
-        self.fonts,self.cache,self.notdef = {},{},{}
-    def __call__(self, fi, ci, stroke):
-        key = (fi, ci, stroke)
-        if key in self.cache: return self.cache[key]
-        if stroke != 0: m = self(fi, ci, 0).filter(_STROKES[stroke])
-        else:
-            if fi not in self.fonts:
-                self.fonts[fi] = _font(self.font_files[fi], self.em)
-                self.notdef[fi] = _draw_master(self.fonts[fi], '\U0010FFFD', self.size, self.baseline).tobytes()  # the missing-glyph box
-            m = _draw_master(self.fonts[fi], self.chars[ci], self.size, self.baseline)
-            if m.getbbox() is None or m.tobytes() == self.notdef[fi]:
-                raise ValueError(f"font {Path(self.font_files[fi]).name} has no glyph for {self.chars[ci]!r}")
-        self.cache[key] = m
-        return m
-
-def render_glyphs(
-    labels, # Class index of each image, into `chars`
-    chars, # The character of each class
-    font_files, # Font files; each image is drawn with one of them, chosen at random
-    seed=0, # Seed (an int or a numpy `SeedSequence`) of every random choice
-    size:int=28, # Side of the square images, in pixels
-    em:float=20, # Font size (em) in pixels before the random scaling
-    baseline:float=21, # Row of the baseline before the random offset
-)->np.ndarray: # uint8 [N, size, size]: light glyphs on a dark background
-    "Images of `chars[labels]` in random fonts with a random size, offset, rotation, weight, blur, contrast and noise"
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(chars)): raise ValueError(f"labels must lie in 0..{len(chars)-1}")
-    if not len(font_files): raise ValueError("no font file given")
-    rng, N, big = np.random.default_rng(seed), len(labels), size * _SS
-    font = rng.integers(0, len(font_files), N)
-    scale, rot = rng.uniform(0.85, 1.15, N), np.deg2rad(rng.uniform(-8, 8, N))
-    dx, dy = rng.uniform(-1.5, 1.5, (2, N))
-    stroke, blur = rng.integers(-1, 3, N), rng.uniform(0, 1, N)
-    ink, bg, sd = rng.uniform(0.6, 1, N), rng.uniform(0, 40, N), rng.uniform(0, 16, N)
-    noise = rng.standard_normal((N, size, size), dtype=np.float32)
-    masters = _Masters(font_files, chars, size, em, baseline)
-    px, py = big / 2, (baseline - 0.3 * em) * _SS  # rotation and scaling about the middle of the x-height
-    out = np.empty((N, size, size), np.float32)
-    for i in range(N):
-        c, s = np.cos(rot[i]) / scale[i], np.sin(rot[i]) / scale[i]
-        ox, oy = px + dx[i] * _SS, py + dy[i] * _SS
-        m = masters(int(font[i]), int(labels[i]), int(stroke[i]))  # output (x, y) -> input: inverse of the similarity
-        im = m.transform((big, big), Image.AFFINE, (c, s, px - c*ox - s*oy, -s, c, py + s*ox - c*oy), resample=Image.BILINEAR)
-        out[i] = np.asarray(im.resize((size, size), Image.BOX).filter(ImageFilter.GaussianBlur(float(blur[i]))), dtype=np.float32)
-    out = bg[:,None,None] + (ink * (255 - bg) / 255)[:,None,None] * out + sd[:,None,None] * noise
-    return np.rint(out.clip(0, 255)).astype(np.uint8)
-
 # %% ../nbs/02_data.ipynb #4f90507a
 _GLYPHS_VERSION = 1  # bump when the rendering changes: part of the cache key
-
-def _sha1_file(f): return hashlib.sha1(Path(f).read_bytes()).hexdigest()
 
 def _glyph_streams(seed):
     "Independent random streams of a build: class order, training labels, training drawing, test labels, test drawing"
@@ -522,26 +402,17 @@ def load_glyphs(
     if not (isinstance(n_test, (int, np.integer)) and n_test >= 1): raise ValueError(f"n_test must be an integer >= 1, got {n_test!r}")
     if not (isinstance(size, (int, np.integer)) and size >= 8): raise ValueError(f"size must be an integer >= 8, got {size!r}")
     files = glyph_font_files(fonts, font_dir)
-    from PIL import __version__ as pil_version, features
-    meta = dict(version=_GLYPHS_VERSION, classes=''.join(chars), counts=counts.tolist(), seed=int(seed), n_test=int(n_test),
-                size=int(size), pil=pil_version, freetype=features.version('freetype2'),
-                fonts={s: [[f.name, _sha1_file(f)] for f in v] for s,v in files.items()})
-    key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'glyphs-lt'))/f'glyphs-lt-{key}.npz'
-    if cache and fname.is_file():
-        with np.load(fname) as d:
-            if json.loads(str(d['meta'])) == meta: return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
-    _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)  # the test set does not depend on the imbalance
-    y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
-    y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
-    x_tr = render_glyphs(y_tr, chars, files['train'], s_xtr, size)
-    x_te = render_glyphs(y_te, chars, files['test'], s_xte, size)
-    if cache:
-        fname.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fname.with_name(f'{fname.stem}.{os.getpid()}.tmp.npz')
-        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, meta=json.dumps(meta, sort_keys=True))
-        os.replace(tmp, fname)  # atomic: a concurrent build never reads half a file
-    return x_tr, y_tr, x_te, y_te
+    meta = build_meta(files, version=_GLYPHS_VERSION, classes=''.join(chars), counts=counts.tolist(), seed=int(seed),
+                      n_test=int(n_test), size=int(size))
+    def draw():
+        _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)  # the test set does not depend on the imbalance
+        y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
+        y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
+        return dict(x_train=render_glyphs(y_tr, chars, files['train'], s_xtr, size), y_train=y_tr,
+                    x_test=render_glyphs(y_te, chars, files['test'], s_xte, size), y_test=y_te)
+    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'glyphs-lt'))/f'glyphs-lt-{build_key(meta)}.npz'
+    d = cached_arrays(fname, meta, draw, cache)
+    return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
 
 def glyphs_lt(
     imb_factor:float=100, # Imbalance factor mu = n_max / n_min
@@ -570,6 +441,315 @@ def glyphs_lt(
     dls = images_dls(x_tr, y_tr, x_te, y_te, chars, bs=bs, item_tfms=item_tfms, stats=stats, val_bs=val_bs, device=device,
                      batch_tfms=[PadCropFlip(2, p_flip=0.)] if batch_tfms is None else batch_tfms, num_workers=num_workers, path=dls_path)
     dls.lookalikes = glyph_lookalikes(chars)
+    return dls
+
+# %% ../nbs/02_data.ipynb #b5f82037
+CJK_FONTS = {  # side -> family -> (Debian package, font files); a family lies on one side only
+    'train': {
+        'Noto CJK': ('fonts-noto-cjk', ('NotoSansCJK-Regular.ttc', 'NotoSansCJK-Bold.ttc', 'NotoSerifCJK-Regular.ttc', 'NotoSerifCJK-Bold.ttc')),
+        'IPA Gothic': ('fonts-ipafont-gothic', ('ipag.ttf',)), 'IPA Mincho': ('fonts-ipafont-mincho', ('ipam.ttf',)),
+        'IPAex Gothic': ('fonts-ipaexfont-gothic', ('ipaexg.ttf',)), 'IPAex Mincho': ('fonts-ipaexfont-mincho', ('ipaexm.ttf',)),
+        'AR PL UKai': ('fonts-arphic-ukai', ('ukai.ttc',)), 'AR PL UMing': ('fonts-arphic-uming', ('uming.ttc',)),
+        'Hanazono': ('fonts-hanazono', ('HanaMinA.ttf',)), 'VL Gothic': ('fonts-vlgothic', ('VL-Gothic-Regular.ttf',)),
+        'Ume': ('fonts-horai-umefont', ('ume-tgo4.ttf', 'ume-tmo3.ttf')),
+    },
+    'test': {
+        'WenQuanYi Zen Hei': ('fonts-wqy-zenhei', ('wqy-zenhei.ttc',)), 'WenQuanYi Micro Hei': ('fonts-wqy-microhei', ('wqy-microhei.ttc',)),
+        'Klee One': ('fonts-klee', ('KleeOne-Regular.ttf', 'KleeOne-SemiBold.ttf')),
+        'LXGW WenKai': ('fonts-lxgw-wenkai', ('LXGWWenKai-Light.ttf', 'LXGWWenKai-Regular.ttf', 'LXGWWenKai-Bold.ttf')),
+        'BIZ UD Gothic': ('fonts-morisawa-bizud-gothic', ('BIZUDGothic-Regular.ttf', 'BIZUDGothic-Bold.ttf')),
+        'BIZ UD Mincho': ('fonts-morisawa-bizud-mincho', ('BIZUDMincho-Regular.ttf',)),
+    }}
+
+# %% ../nbs/02_data.ipynb #71935749
+CJK_CLASSES = (
+    '一丈三上下不与且丘丹主乃之乏九也乱乳了争二于云亡交亥亦亨享亮人什今仔付仙代令以件企伊伎休会伯伸似但位低住佐佑体佳使侍供侮侯侵便促俄俊俗信倒候偏健像僧僻允元兆先光克免兔党兜入八公六兵其典内冒冗写冠冶冷凄'
+    '准凝凡凶凸凹函刀刃分切刊初利刷刺削剌剥副割力功加劣助努励勺化匝匡区十千午卑卒南占卯危即却卸厘厚原厨厩去参及反叔取叙口只召史叶号司吃各吉同名后吐向君吟吠否吸吹吾呆呈告周呼咋咳哀哩唇唐唯唱啄善喉喜喝嗣嘱器'
+    '困固国土均坊坐坤坦垂型垢埋城域基堂堆堪堰塑塔塘填境壁士壬壮声夏外夜大天太夫夭失奇奉奏契套女妊妓妨妹妻姐姑姓委姥姻姿威娃婿媒嫁孔孜孝孟季孤学宇守宙定宝客宰宴宵家宿寅察寡寺寿尉尊尚尤就尺尽尿局居屈屋屑属屠'
+    '屯山岩岳峨崇崎崖崩州巡工己已巳巴巷市帖帝常帽幌干平年幻幼幽序庚府座廉廓延弄式弓弗弘弛弟弥弦弧弱当形彦彩彬彰影役彼往径待律徒得徙御心忍忘念怒怜思怠急恋恐恒恢恨恭息恰患悦悲悼情惑惜惨想愁愉意感慈慌慎慕慢慧'
+    '慨憾戊戌戍成我所才打托扮承抄抑抗折抱抽拆拙拭拳持指按挑挺挽捉捕捷掘接控推描提援搬搭摘撒撤撮撰操擦支改政教敢散数整斌斜斡斧新旋族日旦旧旨早旺昂昆明昏易昔星昨昭晃普景晴暴曙曰曹曾替最月有朔朗望期木未末本朱'
+    '机杏材条来杯松板析枕林枚果架柄柏某柑染柔柱柴柿栓栖株核格栽桂桃桑桓桶梢梨械棒棚森植椎概樟模横橡檀欠次欣欧欲款止正此武殉残殴段毒毛氏民汀汁汐汗汰汲沃沫油治沼沿泊法波泣泥注泰洋洗洛洞津洪活派流浅浩浪涌涯淀'
+    '淑淫淮深淳混清温港湖湘湿源溢溶溺滋滞滴漏漠灯灰灸灼点烈烹焦煎照煮熊燃燕燥爆父爽片牛牢牧物牲特犬犯狂狗狙独狭猫猿玉王玖玩玲珊珍珠班理琉琢琳琴琵瑚瑞璃璧瓶甘甜生用田由甲申男界畏畜略番疏疫疲疹疾病痘痢登白百'
+    '皆皇盆目直相看眠眼睛睡督睦瞥瞬矢知研砧破硝硫碑碗磁磐磨礁示礼祈祖祝祟祥票祭祷禄福禽禾秀秋科秒租秦秩称移稗稽究空穿突窃窄窟立童端竹笑等筒答策箔箕算管箱籍粉粕粥精糊糖糠系素紫累繁置羊美羽翁翌翠翰翻翼老考者'
+    '而耕耳耶肇肉肋肖肘肥肩肯胃胆背胡胸能脊脚脱腐腔腕腹腺腿膜膨臆自臭舞舟航般船良芋芝芥芭芯花芳芹芽苑苗苛茄茅茶茸荒荼莱菌菩萎葛葡董葱蒙蒜蒲蒸蓄蓑蓬蔚蕉薄薪藉藤藻虎虚虞虫虹蚊蚕蚤蛋蛙蛤蛮蜘蝉螺街衡衰衷裁装裳'
+    '褐褒西解触言誓警豪貌赦赫走起越趣足距路跳踊踏蹄辞辰辱近返迫迭述追退逃逆通速造逮逸逼遁遇遍遣遥遭遮遵避那邦邪郁部郭酉酋酪酬酵酷酸醇醒采里量金陀陶隅隆隙雁集雪需霜霞青靖静鞍鞘鞠餐首骨骸高魁魂魔麓麦黄鼓鼠鼻')
+CJK_FT_CLASSES = (
+    '丁万丑丙串事互亭亳仁仇介他仲伏伐伶伺何余作侠保借倦停傍儒儿全具冬冰几列判券刻剃前勇勘包北匙匠医匿卓博卷厄又叉受句叫可右吊吻命和品哨哲商囚回在埠培堕塞墓壕夷奄奈奔好妙始娘娠婆嫉嫌子字存孰完宏宗室害密富寒'
+    '寝将小少尖尾届屡峡川左巨差布幸庇床店康庸廊廷弊彪很循微必忠怖恕悉悠惰愈愚慰憎戎戒房手扎扑把投披抵抹押拍拐招括拷挟振据授掩揖摩撞攻放效敏文斑斗斥断斯方旗映晒晶暑暮曳朋服札朴朽杆杉李杳栗校根案梗梧椅楼欺歇'
+    '殆殿毋母比毫水永求江池汨沈沓沙沸泉泪泳洒洲浴浸消液淘淡添渠渡湛湾潜潮澄炎煤煽熔熟爪版牡狠狸狼猛率琶瓜畦疑痕痴的皮盈盗盛盟盲省眉着瞳矛短石社祁神禁私程稿竣竿笛第筋筏篇簿米粘粟糟罪署耐肌肓肝股育肺脆膏臣舶'
+    '艇色芦若苦茂茨莫菱萄落葵蔓蔽薯藩虐蛾蜜蝎融蟹行裕裸要角誉豹赴践身躯辛迄迅送透逐途逢遂郊配酒釜阜阻阿降除障雄雇雌零非面革食鬲鬼鹿麻黍')
+CJK_LOOKALIKES = [
+    '己已巳', '未末', '土士', '日曰', '人入八', '大太犬', '田由甲申', '午牛', '戊戌戍', '千干于', '天夫夭', '刀刃力', '王玉主', '白自', '目且', '木本',
+    '免兔', '折拆析', '候侯', '今令', '壁璧', '持待侍', '体休', '住往', '冶治', '刺剌', '晴睛', '徒徙', '崇祟', '亨享', '准淮', '撤撒', '茶荼',
+    '幻幼', '籍藉']
+CJK_FT_LOOKALIKES = [
+    '盲肓', '巨臣', '瓜爪', '母毋', '又叉', '苦若', '狠狼很', '逐遂', '暑署', '辛幸', '戎戒', '冰水永', '比北', '晶品', '右石', '左在', '万方',
+    '儿几', '熟孰', '弊蔽', '券卷', '栗粟', '杳沓', '亳毫', '鬲融', '洒酒', '歇蝎', '郊效', '泪汨', '侠挟', '密蜜', '扎札', '扑朴', '杆竿']
+
+# %% ../nbs/02_data.ipynb #8e588953
+def cjk_coverage(
+    chars, # Characters to check
+    fonts=None, # Fonts (default `CJK_FONTS`)
+    font_dir=None, # Folder of the font files
+)->dict: # {font file name: characters it lacks}, only fonts that lack some
+    "The characters of `chars` that some font does not cover"
+    files = glyph_font_files(ifnone(fonts, CJK_FONTS), font_dir, what='CJK-LT')
+    out = {}
+    for f in files['train'] + files['test']:
+        cs = font_charset(f); miss = ''.join(c for c in chars if c not in cs)
+        if miss: out[f.name] = miss
+    return out
+
+# %% ../nbs/02_data.ipynb #990e655f
+def cjk_auto_lookalikes(
+    chars, # Characters of the classes
+    n_pairs:int=50, # Pairs kept
+    font=None, # Reference font file (default: Noto Sans CJK regular)
+    size:int=32, # Side of the drawings
+)->list: # [(a, b), ...], most similar first
+    "The `n_pairs` pairs of `chars` whose drawings in a reference font have the most similar ink (cosine similarity)"
+    chars = list(chars)
+    f = ifnone(font, glyph_font_files(dict(train=['NotoSansCJK-Regular.ttc'], test=['wqy-zenhei.ttc']), what='CJK-LT')['train'][0])
+    x = render_glyphs(np.arange(len(chars)), chars, [f], seed=0, size=size, em=22, baseline=24, augment=False).reshape(len(chars), -1)
+    x = x.astype(np.float64); x /= np.linalg.norm(x, axis=1, keepdims=True)
+    s = np.triu(x @ x.T, 1); s[np.tril_indices(len(chars))] = -np.inf
+    top = np.argsort(s, axis=None)[::-1][:n_pairs]
+    return [(chars[i], chars[j]) for i,j in zip(*np.unravel_index(top, s.shape))]
+
+# %% ../nbs/02_data.ipynb #c1a8630c
+IMAGENET_LT_SHAPE = dict(n_classes=1000, n_max=1280, n_min=5, n_images=115846, many=100, few=20, n_many=385, n_few=136)
+PLACES_LT_SHAPE = dict(n_classes=365, n_max=4980, n_min=5, n_images=62500, many=100, few=20)
+
+def shot_thresholds(
+    shape:dict, # `IMAGENET_LT_SHAPE` or `PLACES_LT_SHAPE`
+    n_max:int, # Training images of the head class
+)->dict: # {'many': ..., 'few': ...} for `swrm_fastai.metrics.shot_groups`
+    "The data set's many- and few-shot thresholds (100 and 20 images) scaled by `n_max / shape['n_max']`"
+    s = n_max / shape['n_max']
+    few = max(2, round(shape['few'] * s))
+    return dict(many=max(few, round(shape['many'] * s)), few=few)
+
+# %% ../nbs/02_data.ipynb #eb9b41be
+def _knots(shape, n_max, n_classes, head):
+    "(rank fraction, count) knots of the profile scaled to `n_max`, the head knot at 5% of the classes holding `head` x the scale"
+    s, th, C0 = n_max / shape['n_max'], shot_thresholds(shape, n_max), shape['n_classes']
+    k = [(0., n_max), (0.05, head * s)]
+    if 'n_many' in shape:
+        k += [((shape['n_many'] - 0.5) / (C0 - 1), th['many'] + 0.5), ((C0 - shape['n_few'] - 0.5) / (C0 - 1), th['few'] - 0.5)]
+    return k + [(1., min(k[-1][1], max(shape['n_min'] * s, 1.)))]
+
+def _profile(knots, n_classes):
+    x, y = zip(*knots)
+    return np.exp(np.interp(np.arange(n_classes) / max(n_classes - 1, 1), x, np.log(y)))
+
+@functools.lru_cache(None)
+def _head_knot(name):
+    "The head knot's count that gives the full-size profile the published total (bisection)"
+    shape = _SHAPES[name]; lo, hi = shape['n_max'] * 0.01, shape['n_max'] * 0.999
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _profile(_knots(shape, shape['n_max'], shape['n_classes'], mid), shape['n_classes']).sum() < shape['n_images']: lo = mid
+        else: hi = mid
+    return mid
+
+_SHAPES = {'imagenet-lt': IMAGENET_LT_SHAPE, 'places-lt': PLACES_LT_SHAPE}
+
+def shaped_counts(
+    shape:str='imagenet-lt', # 'imagenet-lt' or 'places-lt'
+    n_max:int=None, # Training images of the head class (default: the data set's own)
+    n_classes:int=None, # Number of classes (default: the data set's own; the knots sit at the same fractions)
+)->np.ndarray: # int64 [C], decreasing, each >= 1
+    "Training counts with the shape of ImageNet-LT's or Places-LT's long tail, scaled to a head of `n_max` images"
+    if shape not in _SHAPES: raise ValueError(f"shape must be one of {', '.join(_SHAPES)}, got {shape!r}")
+    sh = _SHAPES[shape]; n_max, C = ifnone(n_max, sh['n_max']), ifnone(n_classes, sh['n_classes'])
+    if not (isinstance(n_max, (int, np.integer)) and n_max >= 2 * shot_thresholds(sh, n_max)['few']):
+        raise ValueError(f"n_max must be an integer of at least {2 * shot_thresholds(sh, 2)['few']}, got {n_max!r}")
+    if not (isinstance(C, (int, np.integer)) and C >= 10): raise ValueError(f"n_classes must be an integer >= 10, got {C!r}")
+    n = np.rint(_profile(_knots(sh, n_max, C, _head_knot(shape)), C)).astype(np.int64)
+    return np.maximum(n, 1)
+
+# %% ../nbs/02_data.ipynb #d764b76d
+_CJK_DRAW = dict(size=32, em=22, baseline=24, thin=False)  # an ideograph fills its em square: 22 px of 32, centred; no thinning
+
+def _cjk_subset(classes, groups, n_classes):
+    "`n_classes` of `classes` (as a string, in their order): the members of the look-alike `groups` first"
+    if not (isinstance(n_classes, (int, np.integer)) and 2 <= n_classes <= len(classes)):
+        raise ValueError(f"n_classes must be an integer in 2..{len(classes)}, got {n_classes!r}")
+    first = list(dict.fromkeys(c for g in groups for c in g)); keep = set((first + [c for c in classes if c not in first])[:n_classes])
+    return ''.join(c for c in classes if c in keep)
+
+# %% ../nbs/02_data.ipynb #8d669230
+def load_cjk(
+    classes:str, # Characters of the classes
+    counts, # Training images per class, head first: class `glyph_class_order(C, seed)[i]` gets `counts[i]`
+    n_test:int=20, # Test images per class (balanced, test fonts)
+    seed=0, # Seed of the class order and the drawing (an int or a list of ints)
+    fonts=None, # Training and test fonts (default `CJK_FONTS`)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+    cache_dir=None, # Folder of the cached builds (default `$SWRM_DATA/cjk-lt`, else fastai's data folder)
+    cache:bool=True, # Read and write the cache
+    name:str='cjk-lt', # Prefix of the cache file
+)->tuple: # (x_train, y_train, x_test, y_test): uint8 [N, 32, 32] images, int64 labels
+    "Long-tailed training and balanced test images of ideographs in disjoint fonts, drawn once and then read from an .npz cache"
+    chars, counts = _check_classes(classes), np.asarray(counts, dtype=np.int64)
+    if counts.shape != (len(chars),) or counts.min() < 1: raise ValueError(f"counts must hold one integer >= 1 per class ({len(chars)})")
+    if not (isinstance(n_test, (int, np.integer)) and n_test >= 1): raise ValueError(f"n_test must be an integer >= 1, got {n_test!r}")
+    files = glyph_font_files(ifnone(fonts, CJK_FONTS), font_dir, what='CJK-LT')
+    meta = build_meta(files, version=2, classes=''.join(chars), counts=counts.tolist(), seed=seed, n_test=int(n_test), **_CJK_DRAW)
+    def draw():
+        _,s_ytr,s_xtr,s_yte,s_xte = _glyph_streams(seed)
+        y_tr = np.random.default_rng(s_ytr).permutation(np.repeat(glyph_class_order(len(chars), seed), counts))
+        y_te = np.random.default_rng(s_yte).permutation(np.repeat(np.arange(len(chars)), n_test))
+        return dict(x_train=render_glyphs(y_tr, chars, files['train'], s_xtr, **_CJK_DRAW), y_train=y_tr,
+                    x_test=render_glyphs(y_te, chars, files['test'], s_xte, **_CJK_DRAW), y_test=y_te)
+    fname = Path(ifnone(cache_dir, _swrm_data_dir()/'cjk-lt'))/f'{name}-{build_key(meta)}.npz'
+    d = cached_arrays(fname, meta, draw, cache)
+    return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+
+# %% ../nbs/02_data.ipynb #8843e73a
+def _cjk_dls(chars, groups, arrays, shots, bs, item_tfms, batch_tfms, stats, val_bs, device, num_workers, dls_path):
+    "`LTDataLoaders` of a CJK build with its look-alikes (hand-written and automatic) and shot thresholds"
+    x_tr,y_tr,x_te,y_te = arrays
+    dls = images_dls(x_tr, y_tr, x_te, y_te, list(chars), bs=bs, item_tfms=item_tfms, stats=stats, val_bs=val_bs, device=device,
+                     batch_tfms=[PadCropFlip(2, p_flip=0.)] if batch_tfms is None else batch_tfms, num_workers=num_workers, path=dls_path)
+    keep = set(chars)
+    dls.lookalikes = [g for g in (tuple(c for c in grp if c in keep) for grp in groups) if len(g) >= 2]
+    dls.auto_lookalikes = cjk_auto_lookalikes(chars, min(50, len(chars) // 2))
+    dls.shots = shots
+    return dls
+
+def cjk_lt(
+    n_max:int=256, # Training images of the head class (256: ImageNet-LT's counts x 1/5, 23,000 images)
+    seed:int=0, # Seed of the class order and of the drawing
+    n_test:int=20, # Test images per class (balanced, in the test fonts)
+    n_classes:int=1000, # Classes (fewer: the look-alike groups first)
+    fonts=None, # Training and test fonts (default `CJK_FONTS`)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+    bs:int=128, # Batch size
+    item_tfms=None, # Extra item transforms
+    batch_tfms=None, # Augmentation batch transforms (default: pad-2 random crop, no flip; [] for none)
+    stats=None, # Normalisation (mean, std) (default: computed on the training images)
+    val_bs:int=None, # Validation batch size
+    device=None, # Device (default: fastai `default_device()`)
+    num_workers:int=0, # DataLoader workers
+    cache_dir=None, # Folder of the cached builds (default `$SWRM_DATA/cjk-lt`)
+    cache:bool=True, # Read and write the cache
+    dls_path='.', # `dls.path` (where `learn.export` writes)
+)->LTDataLoaders:
+    "CJK-LT: 1,000 ideographs with ImageNet-LT's long tail scaled to `n_max`, a balanced test set in other fonts"
+    chars = _cjk_subset(CJK_CLASSES, CJK_LOOKALIKES, n_classes)
+    arrays = load_cjk(chars, shaped_counts('imagenet-lt', n_max, len(chars)), n_test, seed, fonts, font_dir, cache_dir, cache)
+    return _cjk_dls(chars, CJK_LOOKALIKES, arrays, shot_thresholds(IMAGENET_LT_SHAPE, n_max), bs, item_tfms, batch_tfms, stats,
+                    val_bs, device, num_workers, dls_path)
+
+# %% ../nbs/02_data.ipynb #7d0a2596
+CJK_BACKBONES = {  # the backbone of `cjk_lt_ft` and `swrm-bench --dataset cjk-lt-ft`, and a small one for smoke runs
+    'full': dict(n_classes=1000, n_per_class=24, epochs=8, lr=3e-3, n_test=5),
+    'quick': dict(n_classes=100, n_per_class=6, epochs=2, lr=3e-3, n_test=2)}
+
+def _sha256(f): return hashlib.sha256(Path(f).read_bytes()).hexdigest()
+
+def _check_backbone(f:Path)->dict:
+    "The JSON record of backbone `f`, after checking the weights' sha256 against it"
+    rec = Path(f).with_suffix('.json')
+    if not (Path(f).is_file() and rec.is_file()): raise ValueError(f"CJK backbone {f} or its record {rec.name} is missing")
+    info = json.loads(rec.read_text())
+    if _sha256(f) != info['sha256']:
+        raise ValueError(f"CJK backbone {f}: sha256 {_sha256(f)[:12]}... differs from the recorded {info['sha256'][:12]}...; "
+                         "delete the file (and its .json) to build it again")
+    return info
+
+# %% ../nbs/02_data.ipynb #f329335d
+def cjk_backbone(
+    n_classes:int=1000, # Characters of CJK-LT it learns (the look-alike groups first)
+    n_per_class:int=24, # Balanced training images per class
+    epochs:int=8, # Epochs of `fit_one_cycle`
+    lr:float=3e-3, # Peak learning rate (Adam)
+    n_test:int=5, # Test images per class (test fonts) for the recorded accuracy
+    seed:int=0, # Seed of the drawing, the initial weights and the batches
+    bs:int=128, # Batch size
+    fonts=None, # Fonts (default `CJK_FONTS`)
+    font_dir=None, # Folder of the font files
+    cache_dir=None, # Folder of the backbone (default `$SWRM_DATA/cjk-lt`)
+)->Path: # The weights file (`.pt`; its record beside it, `.json`)
+    "A `small_resnet` pretrained on a balanced set of CJK-LT's characters, built once, its sha256 recorded and verified"
+    from swrm_fastai.models import small_resnet  # models -> callback -> data: imported when used
+    from fastai.learner import Learner
+    from fastai.torch_core import set_seed
+    chars = _cjk_subset(CJK_CLASSES, CJK_LOOKALIKES, n_classes)
+    params = dict(version=2, draw=_CJK_DRAW, classes=chars, n_per_class=int(n_per_class), epochs=int(epochs), lr=float(lr), n_test=int(n_test),
+                  seed=int(seed), bs=int(bs), torch=torch.__version__)
+    files = glyph_font_files(ifnone(fonts, CJK_FONTS), font_dir, what='CJK-LT')
+    f = Path(ifnone(cache_dir, _swrm_data_dir()/'cjk-lt'))/f"cjk-backbone-{build_key(build_meta(files, **params))}.pt"
+    if f.is_file(): _check_backbone(f); return f
+    arrays = load_cjk(chars, [n_per_class] * len(chars), n_test, [seed, 1], fonts, font_dir, cache_dir, name='cjk-backbone-data')
+    with torch.random.fork_rng():
+        set_seed(seed, reproducible=True)
+        dls = images_dls(*arrays, list(chars), bs=bs, batch_tfms=[PadCropFlip(2, p_flip=0.)], device='cpu')
+        learn = Learner(dls, small_resnet(len(chars), in_ch=1), metrics=[])
+        learn.remove_cb(learn.progress) if hasattr(learn, 'progress') else None
+        start = time.perf_counter()
+        with learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+        seconds = time.perf_counter() - start
+        preds, targs = learn.get_preds(dl=dls.valid)
+    acc = float((preds.argmax(1) == targs).float().mean())
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f'{f.stem}.{os.getpid()}.tmp')
+    torch.save({k: v.cpu() for k,v in learn.model.state_dict().items()}, tmp); os.replace(tmp, f)
+    xt = arrays[0].astype(np.float64) / 255; st = [float(xt.mean())], [float(xt.std())]  # as `images_dls` computes them
+    f.with_suffix('.json').write_text(json.dumps(dict(params, sha256=_sha256(f), test_accuracy=acc, train_seconds=seconds,
+                                                      stats=st, n_train=int(len(arrays[0]))), indent=1))
+    return f
+
+# %% ../nbs/02_data.ipynb #16c2450c
+def cjk_pretrained(
+    n_classes:int, # Classes of the new head
+    in_ch:int=1, # Input channels (1)
+    backbone='full', # A key of `CJK_BACKBONES` or a backbone file
+)->nn.Module: # `small_resnet` with the backbone's weights and a new `fc`
+    "The pretrained CJK backbone with a new `n_classes`-way head (built first if missing)"
+    from swrm_fastai.models import small_resnet
+    if in_ch != 1: raise ValueError(f"the CJK backbone takes one-channel images, got in_ch={in_ch}")
+    f = cjk_backbone(**CJK_BACKBONES[backbone]) if backbone in CJK_BACKBONES else Path(backbone)
+    _check_backbone(f)
+    m = small_resnet(n_classes, in_ch=1)
+    sd = {k: v for k,v in torch.load(f, weights_only=True).items() if not k.startswith('fc.')}
+    m.load_state_dict(sd, strict=False)
+    return m
+
+# %% ../nbs/02_data.ipynb #070dee6d
+def cjk_splitter(m:nn.Module)->list:
+    "Body and head parameter groups of `cjk_pretrained`, for fastai's `freeze`/`fine_tune`"
+    return [[p for n,p in m.named_parameters() if not n.startswith('fc.')], list(m.fc.parameters())]
+
+# %% ../nbs/02_data.ipynb #3196099a
+def cjk_lt_ft(
+    n_max:int=1000, # Training images of the head class (1,000: Places-LT's counts x 1000/4980, 12,550 images)
+    seed:int=0, # Seed of the class order and of the drawing
+    n_test:int=20, # Test images per class (balanced, in the test fonts)
+    n_classes:int=365, # Classes (fewer: the look-alike groups first)
+    backbone:str='full', # A key of `CJK_BACKBONES`: its statistics normalise the images
+    fonts=None, # Training and test fonts (default `CJK_FONTS`)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+    bs:int=128, # Batch size
+    item_tfms=None, # Extra item transforms
+    batch_tfms=None, # Augmentation batch transforms (default: pad-2 random crop, no flip)
+    val_bs:int=None, # Validation batch size
+    device=None, # Device (default: fastai `default_device()`)
+    num_workers:int=0, # DataLoader workers
+    cache_dir=None, # Folder of the cached builds (default `$SWRM_DATA/cjk-lt`)
+    cache:bool=True, # Read and write the cache
+    dls_path='.', # `dls.path` (where `learn.export` writes)
+)->LTDataLoaders:
+    "CJK-LT-ft: 365 other ideographs with Places-LT's long tail, for fine-tuning `cjk_pretrained`; `dls.backbone` set"
+    if backbone not in CJK_BACKBONES: raise ValueError(f"backbone must be one of {', '.join(CJK_BACKBONES)}, got {backbone!r}")
+    f = cjk_backbone(**CJK_BACKBONES[backbone], fonts=fonts, font_dir=font_dir, cache_dir=cache_dir)
+    stats = _check_backbone(f)['stats']
+    chars = _cjk_subset(CJK_FT_CLASSES, CJK_FT_LOOKALIKES, n_classes)
+    arrays = load_cjk(chars, shaped_counts('places-lt', n_max, len(chars)), n_test, [seed, 2], fonts, font_dir, cache_dir, cache, 'cjk-lt-ft')
+    dls = _cjk_dls(chars, CJK_FT_LOOKALIKES, arrays, shot_thresholds(PLACES_LT_SHAPE, n_max), bs, item_tfms, batch_tfms, stats,
+                   val_bs, device, num_workers, dls_path)
+    dls.backbone = f
     return dls
 
 # %% ../nbs/02_data.ipynb #b69f31d9

@@ -26,9 +26,11 @@ def run_scores(preds, # [N, C] probabilities or logits on the test set
                targs, # [N] true classes
                counts, # training counts per class
                names=None, # class names
+               many:int=100, # many-shot: more than `many` training samples (a data set's own: `dls.shots`)
+               few:int=20, # few-shot: fewer than `few` training samples
               ):
     "`({'overall', 'many', 'medium', 'few'}: accuracy in %, per-class DataFrame with accuracy in %)`"
-    summary, per = shot_accuracy_table(preds, targs, counts, names)
+    summary, per = shot_accuracy_table(preds, targs, counts, names, many=many, few=few)
     return {s: float(summary[s]) * 100 for s in SCORES}, per.assign(accuracy=per.accuracy * 100)
 
 # %% ../nbs/06a_report.ipynb #1df99016
@@ -246,7 +248,7 @@ def _write_tail_confusions(res:dict, out:Path, labels:dict):
     kept = res['kept']
     if not kept: return None
     base, other = _pair(kept)
-    t = tail_confusion_table(kept[base]['cm'], res['counts'], res['names'], top=20)
+    t = tail_confusion_table(kept[base]['cm'], res['counts'], res['names'], top=20, **res.get('shots', {}))
     if other is not None: t = compare_confusions(t, kept[other]['cm'], labels=(labels.get(base, base), labels.get(other, other)))
     t.to_csv(out/'tail_confusions.csv', index=False)
     every = tail_confusions_all(t, {labels.get(m, m): k['cm'] for m, k in kept.items()})
@@ -276,7 +278,7 @@ def _write_plots(res:dict, out:Path, labels:dict) -> list:
     import matplotlib; matplotlib.use('Agg', force=False)
     cfg, files = res['cfg'], []
     for m, k in res['kept'].items():
-        _save(plot_lt_confusion_matrix(k['cm'], res['counts'], res['names'], title=f'{labels.get(m, m)}: confusion matrix'),
+        _save(plot_lt_confusion_matrix(k['cm'], res['counts'], res['names'], title=f'{labels.get(m, m)}: confusion matrix', **res.get('shots', {})),
               out/f'confusion_{m}.png'); files.append(f'confusion_{m}.png')
     wm = next((m for m in ('swrm', 'swr', 'swm', 'dyswrm') if res['kept'].get(m, {}).get('window') is not None), None)
     if wm is not None:
