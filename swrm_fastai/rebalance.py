@@ -145,6 +145,9 @@ class DeferredResampling(_Logs, Callback):
 
     def __getstate__(self): return {**self.__dict__, '_orig': None, '_weighted': None}  # `learn.export` keeps no loader
 
+# %% ../nbs/04b_rebalance.ipynb #23f5d093
+document_params(DeferredResampling);
+
 # %% ../nbs/04b_rebalance.ipynb #66692a3e
 def _reset_linear(fc:nn.Module, seed:int):
     "Re-initialise `fc` with its own `reset_parameters`, under a seed (the global generator is left as it was)"
@@ -219,6 +222,9 @@ def after_fit(self:ClassifierRetraining):
 
 @patch
 def __getstate__(self:ClassifierRetraining): return {**self.__dict__, '_orig': None, '_weighted': None, '_grads': None}
+
+# %% ../nbs/04b_rebalance.ipynb #3c085b95
+document_params(ClassifierRetraining);
 
 # %% ../nbs/04b_rebalance.ipynb #6e624919
 def crt(learn, # a trained fastai `Learner` whose model ends in a linear layer
@@ -386,6 +392,9 @@ class TauNormalization(_HoldsOut, _Logs, Callback):
         self.log(f"TauNormalization: tau={self.tau:g} (balanced accuracy {self.scores[self.tau]:.4f} on the validation split, "
                  f"{self.scores[0.] if 0. in self.scores else float('nan'):.4f} at tau=0)")
 
+# %% ../nbs/04b_rebalance.ipynb #0f2ae718
+document_params(TauNormalization);
+
 # %% ../nbs/04b_rebalance.ipynb #05bce967
 EQL_LAMBDA, EQL_GAMMA = 5e-3, 0.9  # frequency threshold and drop probability (the CIFAR-LT settings of the EQL implementations above)
 
@@ -439,6 +448,9 @@ def forward(self:EQLLoss, inp:Tensor, targ:Tensor) -> Tensor:
     w, m, o = self.class_terms()
     return _margin_ce(inp, targ, w, m, o, self.scale, self.gamma, self.reduction, self.check, self.margin_in_logits)
 
+# %% ../nbs/04b_rebalance.ipynb #2daf1f1a
+document_params(EQLLoss);
+
 # %% ../nbs/04b_rebalance.ipynb #9793a9de
 def cdb_weights(accuracy, # per-class accuracy A_c in [0, 1]
                 tau:float|str='dynamic', # a fixed tau >= 0, or 'dynamic': 2 sigmoid(max A / (min A + 0.01) - 1)
@@ -468,14 +480,14 @@ class ClassDifficultyWeighting(_HoldsOut, _Logs, Callback):
         if tau != 'dynamic': _check_tau(tau)
         if dl is not None and holdout: raise ValueError("give dl= or holdout=, not both")
         if holdout: holdout_split([0] * 100, holdout)  # refuses a bad fraction now
-        store_attr(); self.loss, self.history, self._fitting, self.messages = None, [], False, []
+        store_attr(); self.weighted_loss, self.history, self._fitting, self.messages = None, [], False, []
 
 # %% ../nbs/04b_rebalance.ipynb #90762789
 @patch
 def _weighted_loss(self:ClassDifficultyWeighting, C:int):
     "The learner's loss with class weights that this callback updates in place: kept if it is already ours"
     lf = self.learn.loss_func
-    if self.loss is not None and lf is self.loss: return lf
+    if self.weighted_loss is not None and lf is self.weighted_loss: return lf
     ones = torch.ones(C)
     if isinstance(lf, MarginCELoss):
         if lf.n_classes != C: raise ValueError(f"the loss is built for {lf.n_classes} classes but the data has {C}")
@@ -489,8 +501,8 @@ def before_fit(self:ClassDifficultyWeighting):
     if not self._fitting: return
     vocab = getattr(self.dls, 'vocab', None)
     C = len(vocab) if vocab is not None else feature_layer(self.learn.model).out_features
-    self.loss = self._weighted_loss(C)
-    self.learn.loss_func = self.loss.to(next(self.learn.model.parameters()).device)
+    self.weighted_loss = self._weighted_loss(C)
+    self.learn.loss_func = self.weighted_loss.to(next(self.learn.model.parameters()).device)
     if getattr(self, 'accuracy', None) is None or len(self.accuracy) != C: self.accuracy = torch.zeros(C, dtype=torch.float64)
     self._hold_out()
 
@@ -519,13 +531,16 @@ def after_train(self:ClassDifficultyWeighting):
     seen, hits = self._seen.double().cpu(), self._hits.double().cpu()
     self.accuracy = torch.where(seen > 0, hits / seen.clamp(min=1), self.accuracy)
     w, tau = cdb_weights(self.accuracy, self.tau)
-    with torch.no_grad(): self.loss.weight.copy_(w.to(self.loss.weight))
+    with torch.no_grad(): self.weighted_loss.weight.copy_(w.to(self.weighted_loss.weight))
     self.history.append(dict(epoch=self.epoch, tau=tau, accuracy=self.accuracy.tolist(), weights=w.tolist()))
     self.log(f"ClassDifficultyWeighting: epoch {self.epoch}: tau={tau:.3f}, weights {w.min().item():.3f}..{w.max().item():.3f}")
 
 @patch
 def after_fit(self:ClassDifficultyWeighting):
     if self._fitting: self._give_back()
+
+# %% ../nbs/04b_rebalance.ipynb #f65785fd
+document_params(ClassDifficultyWeighting);
 
 # %% ../nbs/04b_rebalance.ipynb #d1265e48
 BENCH_HOLDOUT = 0.1  # fraction of each training class held out as the validation split of tau-norm and CDB-W-CE in swrm-bench
