@@ -616,6 +616,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'swrm_fastai.rebalance._Logs.log': ('rebalance.html#_logs.log', 'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance._batch_xy': ('rebalance.html#_batch_xy', 'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance._cdb': ('rebalance.html#_cdb', 'swrm_fastai/rebalance.py'),
+                                       'swrm_fastai.rebalance._check_fraction': ( 'rebalance.html#_check_fraction',
+                                                                                  'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance._check_power': ('rebalance.html#_check_power', 'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance._check_tau': ('rebalance.html#_check_tau', 'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance._crt': ('rebalance.html#_crt', 'swrm_fastai/rebalance.py'),

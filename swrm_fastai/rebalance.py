@@ -319,13 +319,18 @@ def choose_tau(learn, # a trained `Learner` whose model ends in a linear layer
     best = max(scores.values())
     return min(t for t, s in scores.items() if s == best), scores
 
-# %% ../nbs/04b_rebalance.ipynb #e1845ee0
+# %% ../nbs/04b_rebalance.ipynb #8bd9c75c
+def _check_fraction(frac):
+    if isinstance(frac, (bool, np.bool_)) or not (isinstance(frac, numbers.Real) and 0 < frac < 1):
+        raise ValueError(f"holdout must be a fraction in (0, 1), got {frac!r}")
+    return float(frac)
+
 def holdout_split(targets, # class index of each training item
                   frac:float, # fraction of each class to hold out, 0 < frac < 1
                   seed:int=0, # seeds which items are held out
                  ) -> tuple[list, list]:
     "Seeded class-stratified split of item indices: `floor(frac * n_c)` items of each class held out, the rest kept for training"
-    if not (isinstance(frac, numbers.Real) and 0 < frac < 1): raise ValueError(f"holdout must be a fraction in (0, 1), got {frac!r}")
+    frac = _check_fraction(frac)
     y = torch.as_tensor(np.asarray(_plain(targets))).long().flatten()
     g, held = torch.Generator().manual_seed(seed), []
     for c in y.unique().tolist():
@@ -346,7 +351,7 @@ class _HoldsOut:
     "Mixin: `_hold_out()` at `before_fit` trains on the rest of a seeded stratified `holdout` split; `valid_dl` is the held-out part"
     def _hold_out(self):
         self._orig_train = None
-        if self.dl is not None: self.valid_dl = self.dl; return
+        if self.given_dl is not None: self.valid_dl = self.given_dl; return
         if not self.holdout: self.valid_dl = None; return
         tr = self.dls.train
         keep, held = holdout_split(_train_targets(tr.dataset), self.holdout, self.seed)
@@ -358,7 +363,7 @@ class _HoldsOut:
         if getattr(self, '_orig_train', None) is not None: self.learn.dls.train = self._orig_train
         self._orig_train = None
 
-    def __getstate__(self): return {**self.__dict__, '_orig_train': None, 'valid_dl': None, 'dl': None}
+    def __getstate__(self): return {**self.__dict__, '_orig_train': None, 'valid_dl': None, 'given_dl': None}
 
 # %% ../nbs/04b_rebalance.ipynb #05722d08
 class TauNormalization(_HoldsOut, _Logs, Callback):
@@ -374,9 +379,10 @@ class TauNormalization(_HoldsOut, _Logs, Callback):
                 ):
         if dl is None and not holdout: raise ValueError("TauNormalization needs dl= (a validation loader) or holdout= (a fraction of the training set); never the test set")
         if dl is not None and holdout: raise ValueError("give dl= or holdout=, not both")
-        if holdout: holdout_split([0] * 100, holdout)  # refuses a bad fraction now
+        if holdout: _check_fraction(holdout)
         if taus is not None: [_check_tau(t) for t in taus]
-        store_attr(); self.tau = self.scores = None; self._fitting, self.messages = False, []
+        store_attr(but='dl'); self.given_dl = dl  # (a callback's `dl` is the learner's current loader)
+        self.tau = self.scores = None; self._fitting, self.messages = False, []
 
     def before_fit(self):
         self._fitting = _in_fit(self.learn) and not in_fine_tune_warmup(self.learn)
@@ -479,8 +485,9 @@ class ClassDifficultyWeighting(_HoldsOut, _Logs, Callback):
                 ):
         if tau != 'dynamic': _check_tau(tau)
         if dl is not None and holdout: raise ValueError("give dl= or holdout=, not both")
-        if holdout: holdout_split([0] * 100, holdout)  # refuses a bad fraction now
-        store_attr(); self.weighted_loss, self.history, self._fitting, self.messages = None, [], False, []
+        if holdout: _check_fraction(holdout)
+        store_attr(but='dl'); self.given_dl = dl  # (a callback's `dl` is the learner's current loader)
+        self.weighted_loss, self.history, self._fitting, self.messages = None, [], False, []
 
 # %% ../nbs/04b_rebalance.ipynb #90762789
 @patch
