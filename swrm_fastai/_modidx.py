@@ -558,6 +558,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                 'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance.ClassifierRetraining.after_fit': ( 'rebalance.html#classifierretraining.after_fit',
                                                                                                  'swrm_fastai/rebalance.py'),
+                                       'swrm_fastai.rebalance.ClassifierRetraining.before_batch': ( 'rebalance.html#classifierretraining.before_batch',
+                                                                                                    'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance.ClassifierRetraining.before_epoch': ( 'rebalance.html#classifierretraining.before_epoch',
                                                                                                     'swrm_fastai/rebalance.py'),
                                        'swrm_fastai.rebalance.ClassifierRetraining.before_fit': ( 'rebalance.html#classifierretraining.before_fit',

@@ -159,14 +159,17 @@ def _reset_linear(fc:nn.Module, seed:int):
 # %% ../nbs/04b_rebalance.ipynb #4d03d419
 class ClassifierRetraining(_Logs, Callback):
     "cRT (Kang et al. 2020): from `start_epoch`, re-initialise the final linear layer and train only it, class-balanced, on the frozen representation"
+    order = 65  # after fastai's ParamScheduler (60): with `lr=`, its learning rate wins
     def __init__(self,
                  start_epoch:int|float=0, # first epoch of classifier re-training: an epoch index, or a fraction of the fit
                  power:float=1., # q of the re-training sampler: 1 class-balanced (Kang et al.), 0.5 square-root
                  seed:int=0, # seeds the new classifier's initial weights and the sampler
                  layer:nn.Module|str|None=None, # the classifier; default: the model's final linear layer
+                 lr:float|None=None, # re-train with a cosine from `lr` to 0 over the remaining epochs (Kang et al.); None: the fit's own schedule
                  verbose:bool=True, # print when re-training starts
                 ):
         _check_start_epoch(start_epoch); power = _check_power(power)
+        if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0): raise ValueError(f"lr must be a number > 0, got {lr!r}")
         store_attr()
         self.switch_epoch = self._orig = self._weighted = self._grads = None
         self._fitting, self.messages = False, []
@@ -213,6 +216,13 @@ def before_train(self:ClassifierRetraining):
     self.learn.model.eval(); self.fc.train()
 
 @patch
+def before_batch(self:ClassifierRetraining):
+    "With `lr=`: the cosine from `lr` to 0 over the re-training epochs, replacing the fit's learning rate"
+    if self._grads is None or self.lr is None or not self.training: return
+    done = (self.epoch - self.switch_epoch) * self.n_iter + self.iter
+    self.learn.opt.set_hyper('lr', SchedCos(self.lr, 0.)(done / ((self.n_epoch - self.switch_epoch) * self.n_iter)))
+
+@patch
 def after_fit(self:ClassifierRetraining):
     "Put back the `requires_grad` flags and the training loader"
     if self._grads is not None:
@@ -237,8 +247,7 @@ def crt(learn, # a trained fastai `Learner` whose model ends in a linear layer
     "Classifier re-training (cRT): a fresh final linear layer trained alone on the frozen representation, class-balanced, `lr` annealed to 0 by a cosine"
     if int(epochs) != epochs or epochs < 1: raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0): raise ValueError(f"lr must be a number > 0, got {lr!r}")
-    cb = ClassifierRetraining(0, power=power, seed=seed, layer=layer, verbose=False)
-    learn.fit(int(epochs), lr, cbs=[cb, ParamScheduler({'lr': SchedCos(lr, 0.)})], reset_opt=True)
+    learn.fit(int(epochs), lr, cbs=ClassifierRetraining(0, power=power, seed=seed, layer=layer, lr=lr, verbose=False), reset_opt=True)
     return learn
 
 # %% ../nbs/04b_rebalance.ipynb #061089c6
@@ -560,8 +569,8 @@ def _sampling(power:float, deferred:bool=False):
     return _inner
 
 def _crt(counts, cfg):
-    "CE, then cRT from the switch epoch: the classifier re-initialised and re-trained alone, class-balanced"
-    return CrossEntropyLossFlat(), [ClassifierRetraining(cfg['switch_epoch'], seed=cfg['seed'], verbose=False)], None
+    "CE, then cRT from the switch epoch: the classifier re-initialised and re-trained alone, class-balanced, cosine from the peak lr to 0"
+    return CrossEntropyLossFlat(), [ClassifierRetraining(cfg['switch_epoch'], seed=cfg['seed'], lr=cfg['lr'], verbose=False)], None
 
 def _tau_norm(counts, cfg):
     "CE on 90% of the training set, then tau-normalisation with tau chosen on the held-out 10%"

@@ -120,6 +120,20 @@ def test_crt_seeded():
         learn.model.load_state_dict(st); crt(learn, 1, 1e-2, seed=7); out.append(learn.model[4].weight.detach().clone())
     assert torch.equal(*out)
 
+def test_classifier_retraining_lr_schedule():
+    "With lr=, the re-training epochs follow a cosine from lr to 0 whatever the fit's schedule; before them, the fit's"
+    from fastai.callback.core import Callback
+    lrs = []
+    class Rec(Callback):
+        order = 70
+        def before_batch(self):
+            if self.training: lrs.append(self.opt.hypers[0]['lr'])
+    learn = blobs_learner()
+    learn.fit_one_cycle(4, 1e-2, cbs=[ClassifierRetraining(2, lr=.05, verbose=False), Rec()])
+    n = len(learn.dls.train)
+    ref = [.05 * (1 + math.cos(math.pi * i / (2 * n))) / 2 for i in range(2 * n)]
+    assert lrs[2 * n:] == pytest.approx(ref) and max(lrs[:2 * n]) <= 1e-2 + 1e-12
+
 def test_classifier_retraining_refusals():
     dls = blobs_dls()
     learn = Learner(dls, nn.Sequential(nn.Unflatten(1, (2, 1)), nn.Conv1d(2, 6, 1), nn.Flatten()), loss_func=CrossEntropyLossFlat())
