@@ -12,7 +12,7 @@ from fastcore.basics import store_attr, patch
 from fastai.callback.core import Callback
 from fastai.callback.data import WeightedDL
 from fastai.callback.hook import Hook
-from fastai.callback.schedule import ParamScheduler, SchedCos
+from fastai.callback.schedule import SchedCos
 from fastai.data.core import TfmdDL
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import to_device
