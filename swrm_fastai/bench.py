@@ -32,7 +32,8 @@ from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_hea
 from .interpret import confusion_from_preds, learner_window
 from .report import SCORES, run_scores, balanced_accuracy, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
 from .patches import _window_state
-from .core import auto_threads
+from .core import auto_threads, WARMUP, MILESTONES, SWITCH, CB_BETA
+from .rebalance import REBALANCE_METHODS
 from . import data as lt_data
 
 # %% auto #0
@@ -46,14 +47,14 @@ MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resne
                  'cjk-pretrained-quick': partial(lt_data.cjk_pretrained, backbone='quick')})
 
 RECIPES = {
-    'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=5/200,
-                             milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
-    'glyphs-lt':   dict(builder='glyphs_lt', model='small', epochs=40, lr=0.1, warmup=5/200,  # 40 x 2.3-2.9 s: 1.6-2 min a run, 1 thread
-                        milestones=(0.7, 0.9), switch=0.7, window=15, beta=1., wd=1e-4, quick_n_max=100),
-    'cifar10-lt':  dict(builder='cifar_lt', n_classes=10, model='resnet32', epochs=200, lr=0.1, warmup=5/200,
-                        milestones=(0.7, 0.9), switch=0.7, window=3, beta=1., wd=1e-4),
-    'cifar100-lt': dict(builder='cifar_lt', n_classes=100, model='resnet32', epochs=200, lr=0.1, warmup=5/200,
-                        milestones=(0.7, 0.9), switch=0.7, window=15, beta=1., wd=1e-4),
+    'fashion-mnist-lt': dict(builder='fashion_mnist_lt', model='small', epochs=20, lr=0.1, warmup=WARMUP,
+                             milestones=MILESTONES, switch=SWITCH, window=3, beta=1., wd=1e-4),
+    'glyphs-lt':   dict(builder='glyphs_lt', model='small', epochs=40, lr=0.1, warmup=WARMUP,  # 40 x 2.3-2.9 s: 1.6-2 min a run, 1 thread
+                        milestones=MILESTONES, switch=SWITCH, window=15, beta=1., wd=1e-4, quick_n_max=100),
+    'cifar10-lt':  dict(builder='cifar_lt', n_classes=10, model='resnet32', epochs=200, lr=0.1, warmup=WARMUP,
+                        milestones=MILESTONES, switch=SWITCH, window=3, beta=1., wd=1e-4),
+    'cifar100-lt': dict(builder='cifar_lt', n_classes=100, model='resnet32', epochs=200, lr=0.1, warmup=WARMUP,
+                        milestones=MILESTONES, switch=SWITCH, window=15, beta=1., wd=1e-4),
     'imagenet-lt': dict(builder='imagenet_lt', model='resnet10', epochs=90, lr=0.1, warmup=5/90,
                         milestones=(60/90, 80/90), switch=80/90, window=30, beta=10., wd=1e-4),
     'places-lt':   dict(builder='places_lt', model='resnet18', epochs=30, lr=0.01, warmup=0.,
@@ -146,6 +147,7 @@ METHODS = {
     'la-tw-random': ('LA + tempered window (random window)', _random_method(_tempered, _la)),
     'la-pw-dy': ('LA + pairwise (learned vector)', _la_dypairwise),
     'la-pw-up': ('LA + pairwise (vector ascends)', partial(_la_dypairwise, ascend=True)),
+    **REBALANCE_METHODS,  # re-sampling, DRS, cRT, tau-norm, EQL, CDB-W-CE (swrm_fastai.rebalance)
 }
 PAPER_METHODS = ('ce', 'focal', 'cb', 'ldam-drw', 'la', 'bs', 'swr', 'swm', 'swrm', 'dyswrm')
 QUICK_METHODS = ('ce', 'cb', 'swrm', 'dyswrm')
@@ -193,8 +195,8 @@ class _RunBar(Callback):
     def after_fit(self): self.pb.update(self.n_epoch * len(self.dls.train))
 
 # %% ../nbs/06_bench.ipynb #05dd8f54
-BENCH_DEFAULTS = dict(epochs=20, lr=0.1, wd=1e-4, warmup=5/200, milestones=(0.7, 0.9), switch=0.7, window=3,
-                      beta=1., tau=1., kappa=1., pull=1., power=.5, normalize=False, focal_gamma=2., cb_beta=0.9999, model='small')
+BENCH_DEFAULTS = dict(epochs=20, lr=0.1, wd=1e-4, warmup=WARMUP, milestones=MILESTONES, switch=SWITCH, window=3,
+                      beta=1., tau=1., kappa=1., pull=1., power=.5, normalize=False, focal_gamma=2., cb_beta=CB_BETA, model='small')
 
 def make_model(name:str, # key of `MODELS`
                n_classes:int, # number of classes C

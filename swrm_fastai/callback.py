@@ -210,7 +210,7 @@ class LossSwitchCallback(Callback):
     def names(self): return getattr(self.dls, 'vocab', None)
 
 # %% ../nbs/04_callback.ipynb #2f233bdc
-document_params(LossSwitchCallback)
+document_params(LossSwitchCallback);
 
 # %% ../nbs/04_callback.ipynb #c1c2c810
 @patch
@@ -601,4 +601,4 @@ class DeferredReweighting(LossSwitchCallback):
     def describe(self, loss): return f"class-balanced weights (beta={self.beta}, {self.reduction}) switched on: {type(loss).__name__}"
 
 # %% ../nbs/04_callback.ipynb #c292436e
-document_params(DeferredReweighting)
+document_params(DeferredReweighting);

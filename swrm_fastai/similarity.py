@@ -216,7 +216,7 @@ class SimilarityWindow:
                 f"  margins: {self._extreme(m, 'min')}, mean {m.mean().item():.3f}, {self._extreme(m, 'max')}")
 
 # %% ../nbs/00_similarity.ipynb #fe39ea20
-document_params(SimilarityWindow)
+document_params(SimilarityWindow);
 
 # %% ../nbs/00_similarity.ipynb #367da7b2
 def _window_figsize(n_classes:int) -> tuple:
