@@ -19,7 +19,7 @@ from .losses import cb_weights
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
            'tail_confusion_table', 'compare_confusions', 'shot_report', 'plot_lt_confusion_matrix',
-           'plot_class_weights', 'learner_counts', 'learner_window', 'loss_label']
+           'plot_class_weights', 'learner_counts', 'learner_window', 'loss_label', 'tail_confusion_examples']
 
 # %% ../nbs/05_interpret.ipynb #5bda54a5
 def _check_confusion(cm, # confusion matrix, `cm[true, predicted]`
@@ -433,3 +433,47 @@ def plot_similarity_window(self:ClassificationInterpretation,
     "`SimilarityWindow.plot` of the learner's similarity window (SWRM) or of its DySWRM loss's current one"
     sw = learner_window(self.learn)
     return sw.plot(ax=ax, names=class_names(self.vocab if names is None else names, sw.n_classes))  # its own figure size
+
+# %% ../nbs/05_interpret.ipynb #aad6efa7
+def tail_confusion_examples(probs:Tensor, # [N, C] predicted probabilities on the test set
+                            targs:Tensor, # [N] true classes
+                            true_idx:int, # the tail class t
+                            pred_idx:int, # the head class h it is taken for
+                            n:int=4, # images of each kind
+                           ) -> tuple:
+    "(items of `true_idx` predicted as `pred_idx`, items of `pred_idx` predicted as itself), each most confident first"
+    probs, targs = _plain(probs).float(), _plain(targs).long()
+    dec, p = probs.argmax(1), probs[:, pred_idx]
+    def pick(mask):
+        idx = mask.nonzero().flatten()
+        return idx[p[idx].argsort(descending=True, stable=True)][:n]
+    return pick((targs == true_idx) & (dec == pred_idx)), pick((targs == pred_idx) & (dec == pred_idx))
+
+# %% ../nbs/05_interpret.ipynb #e17f1e0a
+@patch
+def plot_tail_confusions(self:ClassificationInterpretation,
+                         k:int=5, # the top `k` tail-to-head confusions of `tail_confusions` (one row each)
+                         n_images:int=4, # misclassified tail images, and typical head images, per row
+                         counts=None, # training counts (default: the learner's)
+                         many:int=MANY_SHOT, # head classes have more than `many` training samples
+                         few:int=FEW_SHOT, # few-shot classes have fewer than `few` training samples
+                         size:float=1.3, # inches per image
+                        ):
+    "Figure 3: each of the top `k` tail-to-head confusions as a row of tail images beside images of the head class"
+    import matplotlib.pyplot as plt
+    if not (isinstance(k, int) and k >= 1 and isinstance(n_images, int) and n_images >= 1):
+        raise ValueError(f"k and n_images must be integers >= 1, got k={k!r}, n_images={n_images!r}")
+    tab = self.tail_confusions(counts, top=k, many=many, few=few)
+    probs, targs, _ = self.lt_preds()
+    cols = 2 * n_images + 1
+    fig, axs = plt.subplots(len(tab), cols, figsize=(cols * size, len(tab) * (size + .35)), squeeze=False)
+    for ax in axs.flat: ax.set_axis_off()
+    for r, row in enumerate(tab.itertuples()):
+        mis, typ = tail_confusion_examples(probs, targs, row.true_idx, row.pred_idx, n_images)
+        for c0, idx in ((0, mis), (n_images + 1, typ)):
+            if not len(idx): continue
+            xs = self.dl.decode(self.dl.after_batch(self.dl.do_batch([self.dl.do_item(i) for i in idx.tolist()])))[0]
+            for j, x in enumerate(xs): x.show(ctx=axs[r, c0 + j])
+        axs[r, 0].set_title(f"{row.true} (n={row.true_count}) taken for {row.pred} (n={row.pred_count}): {row.pct:.1f}% "
+                            f"| right: {row.pred}", loc='left', fontsize=9)
+    return fig

@@ -401,3 +401,62 @@ def test_plot_lt_confusion_matrix_hand_built(tmp_path):
         ax = plot_lt_confusion_matrix(cmn, [int(500 * 100 ** (-c / (Cn - 1))) for c in range(Cn)], [f'class{i}' for i in range(Cn)])
         eq(text_problems(ax), []); assert 'grey rows: 1 class' in ax.get_title()
         plt.close(ax.figure)
+
+def _figure3_interp(C=6, per=4, probs=None):
+    "An interpretation on test images that each hold one grey level (10 * item + 5), with hand-made predictions"
+    from swrm_fastai.data import images_dls
+    y_test = np.repeat(np.arange(C), per)
+    x_test = (10 * np.arange(len(y_test)) + 5).astype(np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8)
+    x_train, y_train = np.zeros((C, 8, 8), np.uint8), np.arange(C)
+    dls = images_dls(x_train, y_train, x_test, y_test, [f'c{i}' for i in range(C)], bs=8, batch_tfms=[], stats=([0.], [1.]),
+                     device='cpu')
+    learn = Learner(dls, nn.Linear(1, C), loss_func=CrossEntropyLossFlat())
+    interp = ClassificationInterpretation(learn, dls.valid, losses=None)
+    interp._lt_preds = (probs, torch.as_tensor(y_test), probs.argmax(1))
+    return interp
+
+def _drawn_items(ax):
+    "The test item an axis shows, read back from its grey level"
+    a = np.asarray(ax.images[0].get_array(), dtype=float)
+    return int(round((a.mean() - 5) / 10))
+
+def test_plot_tail_confusions_draws_the_right_images():
+    "Figure 3 on a hand-made confusion: each row shows the tail items taken for the head class, then the head's own"
+    from swrm_fastai.interpret import tail_confusion_examples
+    C, per = 6, 4
+    probs = torch.full((C * per, C), .01)
+    for i in range(C * per): probs[i, i // per] = .5          # every item right by default
+    probs[12, 0], probs[13, 0] = .9, .6                          # class 3 (tail) items 12, 13 taken for class 0 (head)
+    probs[20, 1] = .8                                            # class 5 item 20 taken for class 1
+    probs[1, 0], probs[2, 0] = .95, .7                           # class 0's most confident items: 1, 2, then 0, 3
+    counts = [300, 200, 50, 10, 5, 3]
+    interp = _figure3_interp(C, per, probs)
+    tab = interp.tail_confusions(counts, top=5)
+    eq([(r.true_idx, r.pred_idx) for r in tab.itertuples()], [(3, 0), (5, 1)])
+    mis, typ = tail_confusion_examples(probs, torch.as_tensor(np.repeat(np.arange(C), per)), 3, 0, n=3)
+    eq(mis.tolist(), [12, 13]); eq(typ.tolist(), [1, 2, 0])
+    fig = interp.plot_tail_confusions(k=5, n_images=3, counts=counts)
+    axs = np.array(fig.axes).reshape(2, 7)
+    eq([_drawn_items(a) for a in axs[0, :2]], [12, 13]); eq([_drawn_items(a) for a in axs[0, 4:]], [1, 2, 0])
+    eq([_drawn_items(a) for a in axs[1, :1]], [20]); eq(len(axs[1, 1].images), 0)
+    assert axs[0, 0].get_title(loc='left').startswith('c3 (n=10) taken for c0 (n=300): 50.0%')
+    plt.close(fig)
+    refused(lambda: interp.plot_tail_confusions(n_images=0, counts=counts), contains='k and n_images')
+
+@pytest.mark.parametrize('k', [5, 12])
+def test_plot_tail_confusions_is_readable(k):
+    "With 5 and 12 confusions the figure grows a row per confusion, keeps its images square and its titles at 9 pt"
+    C, per = 16, 3
+    g = torch.Generator().manual_seed(k)
+    probs = torch.rand(C * per, C, generator=g)
+    probs[C // 4 * per:, :4] += .5  # tail images mostly taken for a head class
+    counts = [400] * 4 + [10] * 12  # 4 head classes, 12 tail classes: up to 48 tail-to-head confusions
+    interp = _figure3_interp(C, per, probs)
+    n_rows = len(interp.tail_confusions(counts, top=k))
+    assert n_rows == k
+    fig = interp.plot_tail_confusions(k=k, n_images=4, counts=counts)
+    w, h = fig.get_size_inches()
+    assert len(fig.axes) == k * 9 and h / k >= 1.3 and w / 9 >= 1.3
+    titles = [a.get_title(loc='left') for a in fig.axes if a.get_title(loc='left')]
+    assert len(titles) == k and all(a._left_title.get_fontsize() == 9 for a in fig.axes if a.get_title(loc='left'))
+    plt.close(fig)
