@@ -25,7 +25,7 @@ FASTAI_PATCHES = {  # 'Class.method': (kind, module, why)
     'Learner.fit_paper': ('addition', 'models', "the paper's schedule as one call, like fastai's `fit_one_cycle`"),
     **{f'ClassificationInterpretation.{m}': ('addition', 'interpret', "long-tailed analysis on fastai's interpretation object")
        for m in ('lt_preds', 'lt_confusion_matrix', '_lt_counts', 'tail_confusions', 'shot_accuracy', 'plot_lt_confusion_matrix',
-                 'plot_class_weights', 'plot_similarity_window')},
+                 'plot_class_weights', 'plot_similarity_window', 'plot_tail_confusions')},
 }
 
 # %% ../nbs/01b_patches.ipynb #de8ae241
