@@ -590,26 +590,19 @@ _PACKAGE_ONLY = ('dataset', 'imb', 'n_max', 'data_root', 'split_dir', 'sweep', '
 def own_main(a:dict, # the parsed options of `bench_parser` (with `data` set)
              argv=None, # the command line, recorded in config.json
             ) -> int:
-    "`swrm-bench --data PATH`: compare the methods on the user's images and print the summary; 2 on a bad argument or bad data"
+    "`swrm-bench --data PATH`: compare the methods on the user's images and print the summary (`BenchError`s reach `main`)"
     start = time.perf_counter()
-    try:
-        bad = [k for k in _PACKAGE_ONLY if a.get(k) not in (None, False)]
-        if bad: raise BenchError(f"--{bad[0].replace('_', '-')} is for the package's data sets, not --data")
-        kw = {k: a.get(k) for k in ('bs', 'wd', 'window', 'beta', 'tau', 'kappa', 'power', 'pull', 'switch', 'normalize', 'resume', 'threads', 'bar')}
-        cfg = own_config(a.get('model') or 'resnet34', a.get('methods'), a.get('epochs'), a.get('seeds') or (0, 1, 2), a.get('pretrained'),
-                         a.get('weights'), a.get('out'), a.get('schedule') or 'fine-tune', a.get('freeze_epochs'), a.get('lr'),
-                         a.get('size'), **{k: v for k, v in kw.items() if v is not None})
-        cfg['argv'] = list(argv or [])
-        if cfg['out'] is None: cfg['out'] = f"results/{Path(a['data']).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-        try: dls = own_dls(a['data'], cfg['size'], cfg['bs'], a.get('valid_pct'), cfg['data_seed'], flip=not a.get('no_flip'))
-        except (ValueError, OSError) as e: raise BenchError(str(e).splitlines()[0]) from None
-        r = _compare(cfg, dls)
-    except BenchError as e:
-        print(f"swrm-bench: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("swrm-bench: interrupted", file=sys.stderr)
-        return 130
+    bad = [k for k in _PACKAGE_ONLY if a.get(k) not in (None, False)]
+    if bad: raise BenchError(f"--{bad[0].replace('_', '-')} is for the package's data sets, not --data")
+    kw = {k: a.get(k) for k in ('bs', 'wd', 'window', 'beta', 'tau', 'kappa', 'power', 'pull', 'switch', 'normalize', 'resume', 'threads', 'bar')}
+    cfg = own_config(a.get('model') or 'resnet34', a.get('methods'), a.get('epochs'), a.get('seeds') or (0, 1, 2), a.get('pretrained'),
+                     a.get('weights'), a.get('out'), a.get('schedule') or 'fine-tune', a.get('freeze_epochs'), a.get('lr'),
+                     a.get('size'), **{k: v for k, v in kw.items() if v is not None})
+    cfg['argv'] = list(argv or [])
+    if cfg['out'] is None: cfg['out'] = f"results/{Path(a['data']).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    try: dls = own_dls(a['data'], cfg['size'], cfg['bs'], a.get('valid_pct'), cfg['data_seed'], flip=not a.get('no_flip'))
+    except (ValueError, OSError) as e: raise BenchError(str(e).splitlines()[0]) from None
+    r = _compare(cfg, dls)
     print('\n' + r['text'])
     print(f"total {(time.perf_counter() - start) / 60:.1f} min; results in {r['out']}/ (paired.md: the comparison)")
     return 0
