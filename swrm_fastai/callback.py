@@ -19,8 +19,8 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.mixup import MixHandler
 from .core import (check_window, check_beta_tau, document_params, dist_info, class_counts, _SINGLE_LABEL,
-    resolve_epoch, _check_start_epoch, CB_BETA)
-from .patches import in_fine_tune_warmup  # also: Learner.save/load keep the stage-2 loss and the window
+    resolve_epoch, _check_start_epoch, CB_BETA, _Logs)
+from .patches import in_fit, in_fine_tune_warmup  # also: Learner.save/load keep the stage-2 loss and the window
 from .similarity import SimilarityWindow, embed_1d
 from .losses import MarginCELoss, SWRMLoss, DySWRMLoss, ClassBalancedLoss, cb_weights
 
@@ -185,7 +185,7 @@ def _check_stage2_loss(loss):
     if not callable(loss): raise ValueError(f"LossSwitchCallback's loss must be a loss module or function, got {type(loss).__name__}")
 
 # %% ../nbs/04_callback.ipynb #58c49d6b
-class LossSwitchCallback(Callback):
+class LossSwitchCallback(_Logs, Callback):
     "Switch `learn.loss_func` to `loss` at the start of epoch `start_epoch` (an index, or a fraction of the fit)"
     def __init__(self,
                  start_epoch:int|float, # first epoch of stage 2: an epoch index, or a fraction of the fit
@@ -221,12 +221,6 @@ def already_switched(self:LossSwitchCallback) -> bool:
 
 # %% ../nbs/04_callback.ipynb #c08b6134
 @patch
-def _in_fit(self:LossSwitchCallback):
-    if hasattr(self.learn, 'lr_finder'): return False  # `lr_find` runs a throw-away fit
-    lock = getattr(self.learn, 'lock', None)  # held by `validate`/`get_preds`, which also fire before_fit/before_epoch
-    return not (lock is not None and lock.locked())
-
-@patch
 def data_counts(self:LossSwitchCallback) -> Tensor:
     "Training samples per class (`class_counts`, single-label data only), counted once per fit before the first batch"
     if self._data_counts is None: self._data_counts = class_counts(self.dls, strict=False)
@@ -252,7 +246,7 @@ def _trained(self:LossSwitchCallback) -> bool:
 
 @patch
 def before_fit(self:LossSwitchCallback):
-    self._fitting = self._in_fit()
+    self._fitting = in_fit(self.learn)
     if not self._fitting or self.switched: return
     if self.already_switched():
         self.switched = True
@@ -305,12 +299,6 @@ def switch(self:LossSwitchCallback):
     reset = reset_trackers(self.learn) if self.reset_trackers else []
     note = f"; reset {', '.join(reset)}: from now on they compare stage-2 epochs only" if reset else ''
     self.log(f"{type(self).__name__}: epoch {self.epoch}: {self.describe(loss)} (switch took {self.switch_time:.2f} s){note}")
-
-# %% ../nbs/04_callback.ipynb #905dbd32
-@patch
-def log(self:LossSwitchCallback, msg:str):
-    self.messages = getattr(self, 'messages', []) + [msg]
-    if self.verbose and dist_info()[0] == 0: print(msg)
 
 # %% ../nbs/04_callback.ipynb #2f094dfc
 @patch(as_prop=True)

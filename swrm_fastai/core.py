@@ -236,6 +236,13 @@ def dist_info() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
+# %% ../nbs/00_core.ipynb #2beb87e9
+class _Logs:
+    "Mixin for callbacks: `log` keeps a message in `messages` and prints it when `verbose` (on rank 0 only)"
+    def log(self, msg:str):
+        self.messages = getattr(self, 'messages', []) + [msg]
+        if getattr(self, 'verbose', False) and dist_info()[0] == 0: print(msg)
+
 # %% ../nbs/00_core.ipynb #264ea01c
 WARMUP = 5/200  # fraction of the fit with a linear warm-up from 0 to the peak learning rate (5 of 200 epochs)
 

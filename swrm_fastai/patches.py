@@ -15,7 +15,7 @@ from .losses import MarginCELoss
 from .core import dist_info
 
 # %% auto #0
-__all__ = ['FASTAI_PATCHES', 'sidecar_path', 'swrm_learner_state', 'restore_swrm_state', 'in_fine_tune_warmup']
+__all__ = ['FASTAI_PATCHES', 'sidecar_path', 'swrm_learner_state', 'restore_swrm_state', 'in_fit', 'in_fine_tune_warmup']
 
 # %% ../nbs/01b_patches.ipynb #9f9f4432
 FASTAI_PATCHES = {  # 'Class.method': (kind, module, why)
@@ -102,6 +102,12 @@ def fine_tune(self:Learner, *args, **kwargs):
     finally: self.in_fine_tune = False
 
 # %% ../nbs/01b_patches.ipynb #afafc31c
+def in_fit(learn:Learner) -> bool:
+    "Whether fit events come from a real fit: not `lr_find`'s throw-away fit, nor `validate`/`get_preds` (which hold `learn.lock`)"
+    if hasattr(learn, 'lr_finder'): return False
+    lock = getattr(learn, 'lock', None)
+    return not (lock is not None and lock.locked())
+
 def in_fine_tune_warmup(learn:Learner) -> bool:
     "Whether `learn` is in the frozen head warm-up of `Learner.fine_tune` (its first fit, with the body frozen)"
     return bool(getattr(learn, 'in_fine_tune', False)) and getattr(getattr(learn, 'opt', None), 'frozen_idx', 0) > 0

@@ -16,8 +16,9 @@ from fastai.callback.schedule import SchedCos
 from fastai.data.core import TfmdDL
 from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import to_device
-from .core import check_counts, resolve_epoch, _check_start_epoch, document_params, _plain, _train_targets
-from .patches import in_fine_tune_warmup
+from .core import check_counts, resolve_epoch, _check_start_epoch, document_params, _plain, _train_targets, _Logs
+from .patches import in_fit, in_fine_tune_warmup
+from .metrics import per_class_accuracy
 from .losses import MarginCELoss, _check_logits_targets, _margin_ce
 from .callback import feature_layer
 from .data import IndexedDL
@@ -25,8 +26,8 @@ from .data import IndexedDL
 # %% auto #0
 __all__ = ['EQL_LAMBDA', 'EQL_GAMMA', 'BENCH_HOLDOUT', 'REBALANCE_METHODS', 'sampling_weights', 'SeededWeightedDL',
            'WeightedIndexedDL', 'resampled_dl', 'resampled_dls', 'DeferredResampling', 'ClassifierRetraining', 'crt',
-           'tau_normalize', 'balanced_accuracy', 'choose_tau', 'holdout_split', 'TauNormalization', 'EQLLoss',
-           'cdb_weights', 'ClassDifficultyWeighting']
+           'tau_normalize', 'choose_tau', 'holdout_split', 'TauNormalization', 'EQLLoss', 'cdb_weights',
+           'ClassDifficultyWeighting']
 
 # %% ../nbs/04b_rebalance.ipynb #3ef4b8ec
 def _check_power(power):
@@ -94,19 +95,6 @@ def resampled_dls(dls, # fastai `DataLoaders`
     new.loaders = [resampled_dl(dls.train, power, seed)] + list(dls.loaders[1:])
     return new
 
-# %% ../nbs/04b_rebalance.ipynb #5cc67f96
-def _in_fit(learn) -> bool:
-    "Whether the events come from a real fit (not `lr_find`'s throw-away fit, nor `validate`/`get_preds`)"
-    if hasattr(learn, 'lr_finder'): return False
-    lock = getattr(learn, 'lock', None)
-    return not (lock is not None and lock.locked())
-
-class _Logs:
-    "`log`: keep a message in `messages`, print it when `verbose`"
-    def log(self, msg:str):
-        self.messages = getattr(self, 'messages', []) + [msg]
-        if getattr(self, 'verbose', False): print(msg)
-
 # %% ../nbs/04b_rebalance.ipynb #d5e44cb6
 class DeferredResampling(_Logs, Callback):
     "Deferred re-sampling (DRS): from `start_epoch` on, train on `resampled_dl` (fastai's `WeightedDL`); the original loader is back after the fit"
@@ -122,7 +110,7 @@ class DeferredResampling(_Logs, Callback):
         self._fitting, self.messages = False, []
 
     def before_fit(self):
-        self._fitting = _in_fit(self.learn)
+        self._fitting = in_fit(self.learn)
         if not self._fitting: return
         self._orig, self.switch_epoch = None, None
         self._weighted = resampled_dl(self.dls.train, self.power, self.seed)  # refuses bad data before the first batch
@@ -175,7 +163,7 @@ class ClassifierRetraining(_Logs, Callback):
         self._fitting, self.messages = False, []
 
     def before_fit(self):
-        self._fitting = _in_fit(self.learn)
+        self._fitting = in_fit(self.learn)
         if not self._fitting: return
         self.switch_epoch, self.fc = None, feature_layer(self.learn.model, self.layer)
         if not callable(getattr(self.fc, 'reset_parameters', None)): _reset_linear(self.fc, self.seed)  # refuses now
@@ -304,14 +292,6 @@ def _eval_pass(model:nn.Module, # the model, run in evaluation mode
     return torch.cat(outs), torch.cat(ys)
 
 # %% ../nbs/04b_rebalance.ipynb #71410e05
-def balanced_accuracy(preds:Tensor, # predicted class of each sample
-                      targs:Tensor, # true class of each sample
-                     ) -> float:
-    "Mean over the classes present in `targs` of the fraction of their samples predicted right"
-    preds, targs = _plain(preds).flatten(), _plain(targs).long().flatten()
-    if len(targs) == 0: raise ValueError("no sample to score")
-    return torch.stack([(preds[targs == c] == c).float().mean() for c in targs.unique()]).mean().item()
-
 def choose_tau(learn, # a trained `Learner` whose model ends in a linear layer
                dl, # a VALIDATION loader held out from the training data (never the test set)
                taus=None, # candidate taus; default 0, 0.1, ..., 2 (Kang et al.'s search)
@@ -324,7 +304,8 @@ def choose_tau(learn, # a trained `Learner` whose model ends in a linear layer
     fc = feature_layer(learn.model, layer)
     feats, y = _eval_pass(learn.model, dl, fc, getattr(learn.dls, 'n_inp', None))
     w = fc.weight.detach().float()
-    scores = {t: balanced_accuracy(F.linear(feats, _pnorm(w, t)).argmax(1), y) for t in taus}
+    # balanced accuracy: the mean of the per-class accuracies of the classes `dl` holds
+    scores = {t: per_class_accuracy(F.linear(feats, _pnorm(w, t)), y).nanmean().item() for t in taus}
     best = max(scores.values())
     return min(t for t, s in scores.items() if s == best), scores
 
@@ -394,7 +375,7 @@ class TauNormalization(_HoldsOut, _Logs, Callback):
         self.tau = self.scores = None; self._fitting, self.messages = False, []
 
     def before_fit(self):
-        self._fitting = _in_fit(self.learn) and not in_fine_tune_warmup(self.learn)
+        self._fitting = in_fit(self.learn) and not in_fine_tune_warmup(self.learn)
         if not self._fitting: return
         feature_layer(self.learn.model, self.layer)  # refuses a model without a linear layer now
         self._hold_out()
@@ -513,7 +494,7 @@ def _weighted_loss(self:ClassDifficultyWeighting, C:int):
 
 @patch
 def before_fit(self:ClassDifficultyWeighting):
-    self._fitting = _in_fit(self.learn)
+    self._fitting = in_fit(self.learn)
     if not self._fitting: return
     vocab = getattr(self.dls, 'vocab', None)
     C = len(vocab) if vocab is not None else feature_layer(self.learn.model).out_features
