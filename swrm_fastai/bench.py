@@ -29,6 +29,7 @@ from swrm_fastai.callback import (LossSwitchCallback, SimilarityWindowCallback, 
     EpochTimer)
 from .core import resolve_epoch
 from .models import resnet32, small_resnet, lt_resnet10, lt_resnet18, cosine_head
+from fastai.interpret import ClassificationInterpretation
 from .interpret import confusion_from_preds, learner_window
 from .report import SCORES, run_scores, balanced_accuracy, fmt_score, lookalike_row, switch_cost, library_versions, write_report, source_commit
 from .patches import _window_state
@@ -37,9 +38,9 @@ from .rebalance import REBALANCE_METHODS
 from . import data as lt_data
 
 # %% auto #0
-__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK', 'BenchError',
-           'parse_methods', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data', 'prepare_out',
-           'run_bench', 'write_results', 'bench_parser', 'main']
+__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK',
+           'TAIL_IMAGE_METHODS', 'BenchError', 'parse_methods', 'parse_sweep', 'make_model', 'fit_method',
+           'bench_config', 'load_data', 'prepare_out', 'run_bench', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
 MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18,
@@ -417,6 +418,22 @@ def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int, commit:s
                 prototypes_time_s=tm.get('prototypes', nan), embedding_time_s=tm.get('embedding', nan), threads=threads,
                 commit=commit, **look)
 
+# %% ../nbs/06_bench.ipynb #23ab52dd
+TAIL_IMAGE_METHODS = ('ce', 'swrm', 'dyswrm')  # the runs whose tail confusions `swrm-bench` also draws, as images
+
+def _write_tail_images(res:dict, dls, counts, fname:Path):
+    "The paper's Figure 3 for one run: its top tail-to-head confusions as rows of test images (skipped if it has none)"
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    interp = ClassificationInterpretation(res['learn'], dls.valid, None)
+    p = res['preds'].as_subclass(torch.Tensor).float().cpu()
+    interp._lt_preds = (p, res['targs'].cpu(), p.argmax(1))  # the predictions the scores came from
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # an empty table warns; the run's log says nothing is drawn
+        try: fig = interp.plot_tail_confusions(5, 4, counts=counts, **(getattr(dls, 'shots', None) or {}))
+        except ValueError: return
+    fig.savefig(fname, dpi=80, bbox_inches='tight'); plt.close(fig)
+
 # %% ../nbs/06_bench.ipynb #94ee6f62
 def run_bench(cfg:dict, # from `bench_config`
               dls=None, # data (default: `load_data(cfg)`)
@@ -461,6 +478,7 @@ def run_bench(cfg:dict, # from `bench_config`
             kept[method] = dict(cm=confusion_from_preds(res['preds'], res['targs'], len(counts)), window=sw)
             (out/'runs').mkdir(exist_ok=True)
             torch.save(_kept_state(kept[method]['cm'], sw), _run_file(out, _job_key(method, seed, over)))
+            if method in TAIL_IMAGE_METHODS: _write_tail_images(res, dls, counts, out/f'tail_images_{method}.png')
         del res
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=pd.concat(per_class, ignore_index=True), kept=kept, counts=counts,
                 names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start,

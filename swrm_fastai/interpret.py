@@ -15,6 +15,7 @@ from .similarity import swr_weights, SimilarityWindow
 from .core import check_counts, CB_BETA, MANY_SHOT, FEW_SHOT, class_counts, _plain
 from .metrics import shot_groups, shot_accuracy_table, SHOT_GROUPS
 from .losses import cb_weights
+from .render import plot_font_for
 
 # %% auto #0
 __all__ = ['TAIL_COLUMNS', 'SHOT_COLUMNS', 'confusion_from_preds', 'row_percent', 'class_names', 'shot_labels', 'frequency_order',
@@ -226,7 +227,7 @@ def plot_lt_confusion_matrix(cm, # confusion matrix, `cm[true, predicted]`
     import matplotlib.pyplot as plt
     a = _check_confusion(cm)
     C = len(a)
-    names = class_names(names, C)
+    names = class_names(names, C); plot_font_for(names)  # ideographs need a CJK fallback font
     n = check_counts(counts, C, names).cpu().numpy()
     order = frequency_order(n)
     m = a[order][:, order]
@@ -464,6 +465,8 @@ def plot_tail_confusions(self:ClassificationInterpretation,
     if not (isinstance(k, int) and k >= 1 and isinstance(n_images, int) and n_images >= 1):
         raise ValueError(f"k and n_images must be integers >= 1, got k={k!r}, n_images={n_images!r}")
     tab = self.tail_confusions(counts, top=k, many=many, few=few)
+    if not len(tab): raise ValueError(f"no tail-to-head confusion to draw: {tab.attrs.get('reason', 'the table is empty')}")
+    plot_font_for(map(str, self.vocab))
     probs, targs, _ = self.lt_preds()
     cols = 2 * n_images + 1
     fig, axs = plt.subplots(len(tab), cols, figsize=(cols * size, len(tab) * (size + .35)), squeeze=False)

@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from fastcore.all import *
 
 # %% auto #0
-__all__ = ['DEBIAN_FONTS', 'GLYPH_FONTS', 'glyph_font_files', 'render_glyphs', 'font_charset', 'build_meta', 'cached_arrays',
-           'build_key']
+__all__ = ['DEBIAN_FONTS', 'GLYPH_FONTS', 'PLOT_FALLBACK_FONTS', 'glyph_font_files', 'render_glyphs', 'font_charset',
+           'plot_font_for', 'build_meta', 'cached_arrays', 'build_key']
 
 # %% ../nbs/02a_render.ipynb #5ae6bd1a
 DEBIAN_FONTS = Path('/usr/share/fonts')
@@ -159,6 +159,29 @@ def font_charset(
     "The characters of a font's character map"
     from fontTools.ttLib import TTFont
     with TTFont(str(f), fontNumber=0, lazy=True) as t: return {chr(c) for c in t.getBestCmap()}
+
+# %% ../nbs/02a_render.ipynb #e86b0d63
+PLOT_FALLBACK_FONTS = ('NotoSansCJK-Regular.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc', 'ipaexg.ttf', 'ipag.ttf')  # CJK faces of CJK-LT's packages
+
+def plot_font_for(
+    texts, # Strings a plot will show (class names, titles)
+    font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
+)->str|None: # The family added (None: nothing was missing, or no installed font covers it)
+    "Let matplotlib draw `texts`: add a fallback family for the characters its default font lacks"
+    import matplotlib as mpl
+    from matplotlib import font_manager
+    need = {c for t in texts for c in str(t) if c.isprintable() and not c.isspace()}
+    fams = list(mpl.rcParams['font.family'])
+    missing = need - font_charset(font_manager.findfont(font_manager.FontProperties(family=fams[:1])))
+    if not missing: return None
+    for name in PLOT_FALLBACK_FONTS:
+        f = next(iter(sorted(Path(ifnone(font_dir, DEBIAN_FONTS)).rglob(name))), None)
+        if f is None or not missing <= font_charset(f): continue
+        font_manager.fontManager.addfont(str(f))
+        fam = font_manager.FontProperties(fname=str(f)).get_name()
+        if fam not in fams: mpl.rcParams['font.family'] = fams + [fam]
+        return fam
+    return None
 
 # %% ../nbs/02a_render.ipynb #a8c1577f
 def _sha1_file(f): return hashlib.sha1(Path(f).read_bytes()).hexdigest()

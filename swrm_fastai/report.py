@@ -11,6 +11,7 @@ from pathlib import Path
 from .interpret import row_percent, tail_confusion_table, compare_confusions, plot_lt_confusion_matrix, plot_class_weights
 from .similarity import lookalike_share
 from .core import resolve_epoch
+from .render import plot_font_for
 
 # %% auto #0
 __all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'balanced_accuracy', 'present_scores', 'summarise', 'fmt_score',
@@ -277,6 +278,7 @@ def _write_plots(res:dict, out:Path, labels:dict) -> list:
     "Frequency-ordered confusion matrices, SWR vs class-balanced weights, the similarity window, sweep curves"
     import matplotlib; matplotlib.use('Agg', force=False)
     cfg, files = res['cfg'], []
+    plot_font_for(res['names'])  # class names in any script (CJK-LT's ideographs)
     for m, k in res['kept'].items():
         _save(plot_lt_confusion_matrix(k['cm'], res['counts'], res['names'], title=f'{labels.get(m, m)}: confusion matrix', **res.get('shots', {})),
               out/f'confusion_{m}.png'); files.append(f'confusion_{m}.png')

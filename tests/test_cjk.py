@@ -1,4 +1,5 @@
 "CJK-LT and CJK-LT-ft: counts and shot shares, disjoint fonts and characters, the cache, the backbone's checksum, tiny bench runs"
+import warnings
 import itertools, json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
@@ -123,7 +124,12 @@ def test_backbone_checksum_and_fine_tune(cache):
 @pytest.mark.parametrize('dataset', ['cjk-lt', 'cjk-lt-ft'])
 def test_bench_quick(dataset, cache, tmp_path):
     out = tmp_path/'res'
-    assert main(['--dataset', dataset, '--quick', '--methods', 'ce,swrm', '--epochs', '3', '--switch', '0.5', '--threads', '1', '--no-bar', '--out', str(out)]) == 0
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        assert main(['--dataset', dataset, '--quick', '--methods', 'ce,swrm', '--epochs', '3', '--switch', '0.5', '--threads', '1', '--no-bar', '--out', str(out)]) == 0
+    assert not [str(x.message) for x in w if 'missing from font' in str(x.message)]   # the ideographs are drawn, not boxes
+    for m in ('ce', 'swrm'):   # the paper's Figure 3 of each run, beside its confusion matrix
+        assert (out/f'tail_images_{m}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     runs, conf = pd.read_csv(out/'runs.csv'), json.loads((out/'config.json').read_text())
     assert list(runs.method) == ['ce', 'swrm'] and runs.overall.notna().all()
     counts = np.array(conf['counts'])
