@@ -79,21 +79,22 @@ def _sources(folders, confs) -> str:
     return 'Run folder' + ('s' if len(src) > 1 else '') + ': ' + '; '.join(src) + '.\n'
 
 def summary(spec:str) -> str:
-    "One row per data set: CE, the best baseline, SWRM and DySWRM, overall accuracy (mean ± std over seeds)"
+    "One row per data set: CE, the best baseline, SWRM, DySWRM and the best of every method run there (mean ± std over seeds)"
     from swrm_fastai.report import summarise, fmt_score, markdown_table
     from swrm_fastai.bench import METHODS
     pairs = [p.split('=', 1) for p in spec.split(';') if p.strip()]
-    if not pairs or any(len(p) != 2 for p in pairs): raise ResultsError(f"bad <!-- results-summary: {spec} -->: FOLDER=LABEL; ...")
+    if not pairs or any(len(p) != 2 for p in pairs): raise ResultsError(f"bad <!-- results-summary: {spec} -->: FOLDER[+FOLDER]=LABEL; ...")
     rows, folders, confs = [], [], []
     for f, label in pairs:
-        f = f.strip(); runs, c = load_runs([f]); folders.append(f); confs += c
+        fs = [x.strip() for x in f.split('+')]; runs, c = load_runs(fs); folders += fs; confs += c
         s = summarise(runs).set_index('method')
         cell = lambda m: fmt_score(s.loc[m, 'overall_mean'], s.loc[m, 'overall_std']) if m in s.index else '–'
+        name = lambda m: f"{METHODS[m][0] if m in METHODS else m}: {cell(m)}"
         base = [m for m in BASELINES if m in s.index]
         best = max(base, key=lambda m: s.loc[m, 'overall_mean']) if base else None
-        rows.append({'data': label.strip(), 'CE': cell('ce'),
-                     'best baseline': f"{METHODS[best][0]}: {cell(best)}" if best else '–',
-                     'SWRM': cell('swrm'), 'DySWRM': cell('dyswrm')})
+        rows.append({'data': label.strip(), 'CE': cell('ce'), 'best baseline': name(best) if best else '–',
+                     'SWRM': cell('swrm'), 'DySWRM': cell('dyswrm'),
+                     'best of every method run': f"{name(s.overall_mean.idxmax())} (of {len(s)})"})
     return markdown_table(pd.DataFrame(rows)) + '\n' + _sources(folders, confs)
 
 def include(spec:str) -> str:
