@@ -46,6 +46,9 @@ def test_check_fails_on_an_edited_number(results):
 
 def test_summary_and_errors(results, tmp_path):
     assert 'LA: 85.50 ± 0.71' in MR.summary('toy=Toy-LT')  # best baseline
+    write_run(tmp_path/'results'/'zoo', [dict(r, method='crt', overall=r['overall'] + 5) for r in ROWS[:2]])
+    row = [l for l in MR.summary('toy+zoo=Toy-LT').splitlines() if l.startswith('| Toy-LT')][0]
+    assert row.endswith('| LA: 85.50 ± 0.71 | – | – | cRT: 86.00 ± 1.41 (of 3) |')  # best baseline, then the best of every method
     with pytest.raises(MR.ResultsError, match='runs.csv not found'): MR.table('missing')
     with pytest.raises(MR.ResultsError, match='no runs of swrm'): MR.table('toy | methods=ce,swrm')
     write_run(tmp_path/'results'/'toy2', ROWS[:1])
