@@ -36,6 +36,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'swrm_fastai.bench.bench_config': ('bench.html#bench_config', 'swrm_fastai/bench.py'),
                                    'swrm_fastai.bench.bench_parser': ('bench.html#bench_parser', 'swrm_fastai/bench.py'),
                                    'swrm_fastai.bench.fit_method': ('bench.html#fit_method', 'swrm_fastai/bench.py'),
+                                   'swrm_fastai.bench.job_config': ('bench.html#job_config', 'swrm_fastai/bench.py'),
                                    'swrm_fastai.bench.load_data': ('bench.html#load_data', 'swrm_fastai/bench.py'),
                                    'swrm_fastai.bench.main': ('bench.html#main', 'swrm_fastai/bench.py'),
                                    'swrm_fastai.bench.make_model': ('bench.html#make_model', 'swrm_fastai/bench.py'),

@@ -39,7 +39,7 @@ from . import data as lt_data
 
 # %% auto #0
 __all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK',
-           'TAIL_IMAGE_METHODS', 'BenchError', 'parse_methods', 'parse_sweep', 'make_model', 'fit_method',
+           'TAIL_IMAGE_METHODS', 'BenchError', 'parse_methods', 'job_config', 'parse_sweep', 'make_model', 'fit_method',
            'bench_config', 'load_data', 'prepare_out', 'run_bench', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
@@ -164,7 +164,17 @@ def parse_methods(spec) -> list:
     return list(dict.fromkeys(names))
 
 # %% ../nbs/06_bench.ipynb #9264ff91
-SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, kappa=float, pull=float, power=float)
+SWEEPABLE = dict(window=int, beta=float, tau=float, switch=float, stage1=int, kappa=float, pull=float, power=float)
+
+def job_config(cfg:dict, # from `bench_config`
+               over:dict, # one swept value, e.g. `{'window': 30}` (empty: none)
+              ) -> dict:
+    "One run's configuration: `cfg` with the swept value; `stage1=E` trains E epochs before the switch and keeps the recipe's stage 2"
+    c = {**cfg, **over}
+    if 'stage1' in over:  # the paper's Figure 1: longer or shorter cross-entropy pretraining, the same SWRM stage
+        stage2 = cfg['epochs'] - resolve_epoch(float(cfg['switch']), cfg['epochs'])
+        c.update(epochs=over['stage1'] + stage2, switch=over['stage1'] / (over['stage1'] + stage2))
+    return c
 
 def parse_sweep(specs) -> dict:
     "`['window=2,3,5', 'beta=0,1']` -> `{'window': [2, 3, 5], 'beta': [0.0, 1.0]}`"
@@ -290,6 +300,7 @@ def bench_config(dataset:str='fashion-mnist-lt', # key of `RECIPES`
     _check(cfg['model'] in MODELS, f"unknown model {cfg['model']!r}; choose from {', '.join(MODELS)}")
     _check(cfg['beta'] >= 0 and cfg['tau'] > 0, f"need beta >= 0 and tau > 0, got beta={cfg['beta']}, tau={cfg['tau']}")
     for v in cfg['sweep'].get('switch', []): _check(0 < v < 1, f"swept switch values must be in (0, 1), got {v}")
+    for v in cfg['sweep'].get('stage1', []): _check(v >= 1, f"swept stage1 values (epochs before the switch) must be >= 1, got {v}")
     for v in cfg['sweep'].get('beta', []): _check(v >= 0, f"swept beta values must be >= 0, got {v}")
     for v in cfg['sweep'].get('tau', []): _check(v > 0, f"swept tau values must be > 0, got {v}")
     for k in ('kappa', 'pull', 'power'):
@@ -456,7 +467,7 @@ def run_bench(cfg:dict, # from `bench_config`
     if len(todo) < len(jobs): say(f"resuming {out}: {len(jobs) - len(todo)} of {len(jobs)} runs already there, {len(todo)} to go")
     log, start, commit = [], time.perf_counter(), source_commit()  # in every row: a resumed benchmark may span commits
     for i, (method, seed, over) in enumerate(mb if mb is not None else todo):
-        threads, c = cfg['threads'] or auto_threads(), {**cfg, **over}
+        threads, c = cfg['threads'] or auto_threads(), job_config(cfg, over)
         tag = ''.join(f' {k}={v:g}' for k, v in over.items())
         say(f"run {i+1}/{len(todo)}: {METHODS[method][0]}{tag}, seed {seed}, {c['epochs']} epochs, {threads} thread{'s' * (threads > 1)}")
         res = (fit or fit_method)(dls, method, seed, c, mb=mb, in_ch=in_ch, prefix=f'run {i+1}/{len(todo)}:')
@@ -547,7 +558,7 @@ def bench_parser() -> argparse.ArgumentParser:
     a('--seeds', nargs='+', default=None, help="training seeds, e.g. 0 1 2 or 0,1,2 (default 0 1 2; --quick: 0)")
     a('--quick', action='store_true', help=f"smoke run: {','.join(QUICK_METHODS)}, one seed, "
       f"{QUICK['epochs']} epochs, n_max {QUICK['n_max']} (glyphs-lt: {RECIPES['glyphs-lt']['quick_n_max']}; about 1 minute on 2 CPU cores, idle or busy)")
-    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, e.g. window=2,3,5 beta=0,0.5,1,2")
+    a('--sweep', nargs='+', default=None, metavar='NAME=V1,V2', help="sweep window/beta/tau/switch/kappa/pull/power, or stage1 (epochs before the switch; the stage after it kept), e.g. window=2,3,5 stage1=50,100")
     a('--window', type=int, default=None, help="window size W (default: the recipe's; --data: a third of the classes, 2 to 15)")
     a('--beta', type=float, default=None, help="margin strength beta (default: the recipe's)")
     a('--tau', type=float, default=None, help="similarity temperature tau (default 1)")

@@ -200,7 +200,7 @@ def plot_sweep(runs:pd.DataFrame, # runs with the columns `param`, `value`, `met
                labels:dict|None=None, # display name of each method
                title:str|None=None, # default: "effect of <param>"
               ):
-    "Each score against the swept value of `param`, mean ± std over seeds (Figures 4 and 5 of the paper)"
+    "Each score against the swept value of `param`, mean ± std over seeds (Figures 1, 4 and 5 of the paper)"
     import matplotlib.pyplot as plt
     s, labels = summarise(runs[runs.param == param], ['value', 'method']), labels or {}
     methods = list(methods if methods is not None else dict.fromkeys(s.method))
@@ -211,7 +211,7 @@ def plot_sweep(runs:pd.DataFrame, # runs with the columns `param`, `value`, `met
             ax.errorbar(d.value, d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2,
                         label=g if len(methods) == 1 else f'{labels.get(m, m)} {g}')
     vals = sorted(set(s.value)); ax.set_xticks(vals); ax.set_xticklabels([f'{v:g}' for v in vals])
-    ax.set_xlabel({'window': 'window size W', 'beta': 'beta'}.get(param, param)); ax.set_ylabel('top-1 accuracy (%)')
+    ax.set_xlabel({'window': 'window size W', 'beta': 'beta', 'switch': 'switch (fraction of the fit)', 'stage1': 'epochs before the switch'}.get(param, param)); ax.set_ylabel('top-1 accuracy (%)')
     ax.set_title(title or f'effect of {param}'); ax.legend(fontsize=8); ax.grid(alpha=.3)
     return ax
 
