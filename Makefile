@@ -13,7 +13,7 @@ CJK_FONTS := fonts-noto-cjk fonts-ipafont-gothic fonts-ipafont-mincho fonts-ipae
   fonts-wqy-zenhei fonts-wqy-microhei fonts-klee fonts-lxgw-wenkai fonts-morisawa-bizud-gothic fonts-morisawa-bizud-mincho
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test venv data data-fmnist data-fonts results nbtest pytest export clean-nbs check-sync docs-check readme bench-speed slow-tests
+.PHONY: demo test venv data data-fmnist data-fonts results nbtest pytest export clean-nbs check-sync docs-check readme bench-speed bench-cost slow-tests
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -93,6 +93,10 @@ readme: venv
 
 bench-speed: venv
 	$(BIN)/python benchmarks/loss_speed.py
+
+# What the window costs at 1,000 classes: epoch time after the switch, the switch, peak memory, each against CE
+bench-cost: venv data
+	$(BIN)/python benchmarks/fit_cost.py --dataset cjk-lt
 
 slow-tests: venv data
 	$(BIN)/nbdev-test --n-workers 1 --flags slow
