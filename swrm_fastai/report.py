@@ -266,11 +266,15 @@ def _write_lookalikes(res:dict, out:Path, labels:dict) -> str|None:
     if t is None: return None
     table = markdown_table(fmt_lookalikes(t, by, labels))
     groups = ' · '.join(' '.join(map(str, g)) for g in res.get('lookalikes') or [])
+    auto = {c: c[len('auto_'):] for c in res['runs'] if c.startswith('auto_lookalike')}  # the pairs found by the pixels (CJK-LT)
+    ta = lookalike_table(res['runs'].drop(columns=list(auto.values())).rename(columns=auto), by) if auto else None
     (out/'lookalike.md').write_text(
         f"# {cfg['dataset']}: known look-alike pairs that share a similarity window\n\n"
         f"Look-alike groups of the data set: {groups}. A pair shares a window when the window of some class holds both; "
         f"chance is the expected share on a uniformly random line with the same C and W, (W-1)(2C-W)/(C(C-1)). "
-        f"Mean ± std over seeds {cfg['seeds']}, for the line each run ends with.\n\n" + table)
+        f"Mean ± std over seeds {cfg['seeds']}, for the line each run ends with.\n\n" + table
+        + ('' if ta is None else "\nThe same for the automatic look-alikes (the pairs whose drawings overlap most in a "
+           "reference font):\n\n" + markdown_table(fmt_lookalikes(ta, by, labels))))
     return table
 
 # %% ../nbs/06a_report.ipynb #cc89bdad

@@ -138,6 +138,8 @@ def test_bench_quick(dataset, cache, tmp_path):
         assert runs[['many', 'medium', 'few']].notna().all().all()
     assert runs.lookalike_pairs.iloc[1] > 0 and runs.auto_lookalike_pairs.iloc[1] > 0   # both look-alike lists diagnosed
     assert 0 <= runs.auto_lookalike_chance.iloc[1] <= 1
+    look = (out/'lookalike.md').read_text()   # both diagnostics, each as a table with its chance level
+    assert look.count('| SWRM |') == 2 and 'automatic look-alikes' in look
 
 @needs_fonts
 def test_no_thinning_keeps_hairlines():
