@@ -38,9 +38,9 @@ from .rebalance import REBALANCE_METHODS
 from . import data as lt_data
 
 # %% auto #0
-__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK',
-           'TAIL_IMAGE_METHODS', 'BenchError', 'parse_methods', 'job_config', 'parse_sweep', 'make_model', 'fit_method',
-           'bench_config', 'load_data', 'prepare_out', 'run_bench', 'write_results', 'bench_parser', 'main']
+__all__ = ['MODELS', 'RECIPES', 'METHODS', 'PAPER_METHODS', 'QUICK_METHODS', 'SWEEPABLE', 'BENCH_DEFAULTS', 'QUICK', 'BenchError',
+           'parse_methods', 'job_config', 'parse_sweep', 'make_model', 'fit_method', 'bench_config', 'load_data',
+           'prepare_out', 'run_bench', 'write_results', 'bench_parser', 'main']
 
 # %% ../nbs/06_bench.ipynb #50b120eb
 MODELS = dict(small=small_resnet, resnet32=resnet32, resnet10=lt_resnet10, resnet18=lt_resnet18,
@@ -430,8 +430,6 @@ def _run_row(res:dict, scores:dict, look:dict, extra:dict, threads:int, commit:s
                 commit=commit, **look)
 
 # %% ../nbs/06_bench.ipynb #23ab52dd
-TAIL_IMAGE_METHODS = ('ce', 'swrm', 'dyswrm')  # the runs whose tail confusions `swrm-bench` also draws, as images
-
 def _write_tail_images(res:dict, dls, counts, fname:Path):
     "The paper's Figure 3 for one run: its top tail-to-head confusions as rows of test images (skipped if it has none)"
     import matplotlib; matplotlib.use('Agg', force=False)
@@ -489,7 +487,7 @@ def run_bench(cfg:dict, # from `bench_config`
             kept[method] = dict(cm=confusion_from_preds(res['preds'], res['targs'], len(counts)), window=sw)
             (out/'runs').mkdir(exist_ok=True)
             torch.save(_kept_state(kept[method]['cm'], sw), _run_file(out, _job_key(method, seed, over)))
-            if method in TAIL_IMAGE_METHODS: _write_tail_images(res, dls, counts, out/f'tail_images_{method}.png')
+            _write_tail_images(res, dls, counts, out/f'tail_images_{method}.png')
         del res
     return dict(cfg=cfg, runs=pd.DataFrame(rows), per_class=pd.concat(per_class, ignore_index=True), kept=kept, counts=counts,
                 names=names, lookalikes=groups, log=log, total_time_s=time.perf_counter() - start,
