@@ -255,7 +255,7 @@ def fit_method(dls, # long-tailed training set (`dls.train`) and balanced test s
     eval_time = time.perf_counter() - start
     sw = next((cb for cb in cbs if getattr(cb, 'switch_time', None) is not None), None)
     return dict(method=method, seed=seed, learn=learn, preds=preds, targs=targs.as_subclass(torch.Tensor),
-                epoch_times=timer.times, train_time=train_time, train_cpu=train_cpu, eval_time=eval_time,
+                epoch_times=timer.times, epoch_cpu_times=timer.cpu_times, train_time=train_time, train_cpu=train_cpu, eval_time=eval_time,
                 switch_time=None if sw is None else sw.switch_time, switch_timings=None if sw is None else dict(sw.timings),
                 messages=[m for cb in cbs for m in getattr(cb, 'messages', [])])
 

@@ -154,11 +154,12 @@ class SkipValidation(Callback):
 
 # %% ../nbs/04_callback.ipynb #cf27ecc5
 class EpochTimer(Callback):
-    "Wall-clock seconds of each training epoch in `times` (the loss swap at `before_epoch` is not included)"
+    "Wall-clock seconds of each training epoch in `times`, the process's CPU seconds in `cpu_times` (the loss swap at `before_epoch` is not included)"
     order = -5
-    def __init__(self): self.times = []  # not reset in before_fit: `get_preds` fires before_fit too
-    def before_train(self): self._start = time.perf_counter()
-    def after_train(self): self.times.append(time.perf_counter() - self._start)
+    def __init__(self): self.times, self.cpu_times = [], []  # not reset in before_fit: `get_preds` fires before_fit too
+    def before_train(self): self._start = (time.perf_counter(), time.process_time())
+    def after_train(self):
+        self.times.append(time.perf_counter() - self._start[0]); self.cpu_times.append(time.process_time() - self._start[1])
 
 # %% ../nbs/04_callback.ipynb #1f653be8
 def reset_trackers(learn) -> list:
