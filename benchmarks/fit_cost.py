@@ -21,6 +21,7 @@ is steady. `--out` also writes every fit's numbers to a `.json` beside the table
 """
 import argparse, json, resource, statistics, subprocess, sys, time
 from pathlib import Path
+from swrm_fastai.core import resolve_epoch
 
 
 def one_fit(args) -> dict:
@@ -38,7 +39,7 @@ def one_fit(args) -> dict:
     res = fit_method(dls, args.method, 0, cfg)
     if cuda: torch.cuda.synchronize(); peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else: peak = _peak_rss_mb() - rss0
-    switch_epoch = round(args.switch * args.epochs)
+    switch_epoch = resolve_epoch(args.switch, args.epochs)  # as fit_method rounds it
     return dict(method=args.method, epoch_s=res['epoch_cpu_times'][switch_epoch:], wall_s=res['epoch_times'][switch_epoch:],
                 all_epochs_cpu_s=res['epoch_cpu_times'],
                 switch_s=res['switch_time'], peak_mb=peak, device=str(dls.device), n_classes=len(dls.vocab))
@@ -72,7 +73,7 @@ def main(argv=None):
     p.add_argument('--out', default=None, help='also write the table (markdown) to this file')
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # internal: run one fit, print its JSON
     args = p.parse_args(argv)
-    if args.epochs < 2 or not 0 < args.switch < 1 or round(args.switch * args.epochs) in (0, args.epochs):
+    if args.epochs < 2 or not 0 < args.switch < 1 or resolve_epoch(args.switch, args.epochs) in (0, args.epochs):
         p.error('need --epochs >= 2 and a --switch that leaves at least one epoch on each side')
     if args.one:
         args.method = args.one
@@ -82,7 +83,7 @@ def main(argv=None):
     runs = {m: [] for m in methods}
     for r in range(args.repeats):
         for m in methods:
-            cmd = [sys.executable, __file__, '--one', m] + [a for a in argv_of(args)]
+            cmd = [sys.executable, __file__, '--one', m] + argv_of(args)
             t = time.perf_counter()
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode: sys.exit(f"fit_cost: {m} failed:\n{out.stderr[-2000:]}")
@@ -108,7 +109,7 @@ def table(runs:dict, args) -> str:
     ce_wall = med([med(r['wall_s']) for r in ce])
     first = ce[0]
     lines = [f"# Fit cost on {args.dataset} ({first['n_classes']} classes, {first['device']}, {args.threads} thread(s)): "
-             f"{args.epochs} epochs, switch after epoch {round(args.switch * args.epochs)}, medians of {args.repeats} fits per method",
+             f"{args.epochs} epochs, switch after epoch {resolve_epoch(args.switch, args.epochs)}, medians of {args.repeats} fits per method",
              '', '| method | epoch after the switch (CPU s) | x CE | x CE (wall clock) | switch (s) | switch (epochs) | peak memory of the fit (MiB) | x CE |',
              '|---|---|---|---|---|---|---|---|']
     for m, rs in runs.items():

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_render.ipynb #671106ea
 from __future__ import annotations
-import hashlib, json, os
+import functools, hashlib, json, os
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -163,6 +163,12 @@ def font_charset(
 # %% ../nbs/02a_render.ipynb #e86b0d63
 PLOT_FALLBACK_FONTS = ('NotoSansCJK-Regular.ttc', 'wqy-microhei.ttc', 'wqy-zenhei.ttc', 'ipaexg.ttf', 'ipag.ttf')  # CJK faces of CJK-LT's packages
 
+@functools.lru_cache(None)
+def _cmap(f) -> frozenset: return frozenset(font_charset(f))  # every plot asks again: read each font's map once
+
+@functools.lru_cache(None)
+def _installed(name:str, font_dir:str) -> Path|None: return next(iter(sorted(Path(font_dir).rglob(name))), None)
+
 def plot_font_for(
     texts, # Strings a plot will show (class names, titles)
     font_dir=None, # Folder of the font files (default `/usr/share/fonts`)
@@ -172,11 +178,11 @@ def plot_font_for(
     from matplotlib import font_manager
     need = {c for t in texts for c in str(t) if c.isprintable() and not c.isspace()}
     fams = list(mpl.rcParams['font.family'])
-    missing = need - font_charset(font_manager.findfont(font_manager.FontProperties(family=fams[:1])))
+    missing = need - _cmap(font_manager.findfont(font_manager.FontProperties(family=fams[:1])))
     if not missing: return None
     for name in PLOT_FALLBACK_FONTS:
-        f = next(iter(sorted(Path(ifnone(font_dir, DEBIAN_FONTS)).rglob(name))), None)
-        if f is None or not missing <= font_charset(f): continue
+        f = _installed(name, str(ifnone(font_dir, DEBIAN_FONTS)))
+        if f is None or not missing <= _cmap(f): continue
         font_manager.fontManager.addfont(str(f))
         fam = font_manager.FontProperties(fname=str(f)).get_name()
         if fam not in fams: mpl.rcParams['font.family'] = fams + [fam]
