@@ -47,11 +47,18 @@ def load_runs(folders:list) -> tuple[pd.DataFrame, list]:
         if not (d/'runs.csv').exists(): raise ResultsError(f"benchmarks/results/{f}/runs.csv not found (not committed?)")
         rows.append(pd.read_csv(d/'runs.csv'))
         conf = json.loads((d/'config.json').read_text()) if (d/'config.json').exists() else {}
-        confs.append(dict(conf, row_commits=sorted({str(x) for x in rows[-1].get('commit', pd.Series(dtype=str)).dropna()})))
+        t = rows[-1].get('train_time_s', pd.Series(dtype=float)).dropna()
+        confs.append(dict(conf, row_commits=sorted({str(x) for x in rows[-1].get('commit', pd.Series(dtype=str)).dropna()}),
+                          n_runs=len(rows[-1]), run_minutes=t.mean() / 60 if len(t) else None))
     runs = pd.concat(rows, ignore_index=True)
-    dup = runs[runs.duplicated(['method', 'seed'], keep=False)]
-    if len(dup): raise ResultsError(f"{', '.join(folders)}: {dup.method.iloc[0]} seed {dup.seed.iloc[0]} appears twice")
+    dup = runs[runs.duplicated(run_keys(runs) + ['seed'], keep=False)]
+    if len(dup): raise ResultsError(f"{', '.join(folders)}: {dup.method.iloc[0]} seed {dup.seed.iloc[0]}"
+                                    + (f" at {dup.param.iloc[0]}={dup.value.iloc[0]:g}" if 'param' in dup else '') + " appears twice")
     return runs, confs
+
+def run_keys(runs:pd.DataFrame) -> list:
+    "What one table row stands for: the method, or with a sweep's rows (`param`, `value`) the swept value and the method"
+    return ['param', 'value', 'method'] if 'param' in runs and runs.param.notna().any() else ['method']
 
 def table(spec:str) -> str:
     "The markdown of one block: the score table, then the folders with their commands, commits and machines"
@@ -59,23 +66,26 @@ def table(spec:str) -> str:
     from swrm_fastai.bench import METHODS
     folders, opts = parse_spec(spec)
     runs, confs = load_runs(folders)
+    keys = run_keys(runs)
     if 'methods' in opts:
         missing = [m for m in opts['methods'] if m not in set(runs.method)]
         if missing: raise ResultsError(f"{', '.join(folders)}: no runs of {', '.join(missing)}")
         runs = runs[runs.method.isin(opts['methods'])]
-        runs = runs.assign(_o=runs.method.map({m: i for i, m in enumerate(opts['methods'])})).sort_values('_o', kind='stable')
+        order = runs.method.map({m: i for i, m in enumerate(opts['methods'])})
+        runs = runs.assign(_o=order).sort_values(keys[:-1] + ['_o'], kind='stable')  # a sweep stays in value order
     labels = {k: v[0] for k, v in METHODS.items()}
-    t = markdown_table(score_table(summarise(runs), digits=opts.get('digits', 2), labels=labels))
+    t = markdown_table(score_table(summarise(runs, keys), keys, digits=opts.get('digits', 2), labels=labels))
     return t + '\n' + _sources(folders, confs)
 
 def _sources(folders, confs) -> str:
-    "The line naming the run folders, with the command, commits and CPU of each"
+    "The line naming the run folders, with the command, the number of runs and their mean training time, commits and CPU"
     src = []
     for f, c in zip(folders, confs):
         commits = sorted({x[:7] + ('+dirty' if x.endswith('+dirty') else '') for x in c['row_commits']})
-        cpu = (c.get('versions') or {}).get('cpu')
-        src.append(f"`benchmarks/results/{f}` (`{c.get('command', '?')}`" + (f"; commit {', '.join(commits)}" if commits else '')
-                   + (f"; {cpu}" if cpu else '') + ')')
+        cpu, mins = (c.get('versions') or {}).get('cpu'), c.get('run_minutes')
+        src.append(f"`benchmarks/results/{f}` (`{c.get('command', '?')}`"
+                   + (f"; {c['n_runs']} runs, training {mins:.1f} min a run" if mins is not None else '')
+                   + (f"; commit {', '.join(commits)}" if commits else '') + (f"; {cpu}" if cpu else '') + ')')
     return 'Run folder' + ('s' if len(src) > 1 else '') + ': ' + '; '.join(src) + '.\n'
 
 def summary(spec:str) -> str:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_report.ipynb #f3c4ca6b
 from __future__ import annotations
-import os, platform
+import os, platform, itertools
 import numpy as np, pandas as pd, torch
 from .metrics import shot_accuracy_table, SHOT_GROUPS
 from pathlib import Path
@@ -194,26 +194,30 @@ def _save(ax, fname):
     fig = ax.figure if hasattr(ax, 'figure') else ax
     fig.savefig(fname, dpi=110, bbox_inches='tight'); plt.close(fig)
 
+_SWEEP_AXIS = {'window': 'window size W', 'beta': 'beta', 'switch': 'switch (fraction of the fit)', 'stage1': 'epochs before the switch'}
+
 def plot_sweep(runs:pd.DataFrame, # runs with the columns `param`, `value`, `method` and `SCORES`
                param:str, # the swept parameter to plot
                methods=None, # methods to draw (default: all, in order of appearance)
                labels:dict|None=None, # display name of each method
                title:str|None=None, # default: "effect of <param>"
               ):
-    "Each score against the swept value of `param`, mean ± std over seeds (Figures 1, 4 and 5 of the paper)"
+    "One panel per score against the swept value of `param`, one line per method, mean ± std over seeds (Figures 1, 4, 5)"
     import matplotlib.pyplot as plt
     s, labels = summarise(runs[runs.param == param], ['value', 'method']), labels or {}
     methods = list(methods if methods is not None else dict.fromkeys(s.method))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in methods:
-        d = s[s.method == m]
-        for g, mk in zip(SCORES, 'osd^'):
-            ax.errorbar(d.value, d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2,
-                        label=g if len(methods) == 1 else f'{labels.get(m, m)} {g}')
-    vals = sorted(set(s.value)); ax.set_xticks(vals); ax.set_xticklabels([f'{v:g}' for v in vals])
-    ax.set_xlabel({'window': 'window size W', 'beta': 'beta', 'switch': 'switch (fraction of the fit)', 'stage1': 'epochs before the switch'}.get(param, param)); ax.set_ylabel('top-1 accuracy (%)')
-    ax.set_title(title or f'effect of {param}'); ax.legend(fontsize=8); ax.grid(alpha=.3)
-    return ax
+    vals = sorted(set(s.value)); x = {v: i for i, v in enumerate(vals)}  # evenly spaced, as the paper's figures
+    scores = [g for g in SCORES if f'{g}_mean' in s]
+    fig, axs = plt.subplots(1, len(scores), figsize=(2.9 * len(scores), 3), sharex=True, squeeze=False)
+    for ax, g in zip(axs[0], scores):
+        for m, mk in zip(methods, itertools.cycle('osd^v<>')):
+            d = s[s.method == m]
+            ax.errorbar(d.value.map(x), d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2, label=labels.get(m, m))
+        ax.set_xticks(range(len(vals))); ax.set_xticklabels([f'{v:g}' for v in vals]); ax.set_title(g, fontsize=10); ax.grid(alpha=.3)
+    axs[0, 0].set_ylabel('top-1 accuracy (%)'); axs[0, 0].legend(fontsize=8)
+    fig.supxlabel(_SWEEP_AXIS.get(param, param), fontsize=10); fig.suptitle(title or f'effect of {param}', fontsize=11)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/06a_report.ipynb #52313ac4
 def _pair(kept):
@@ -293,8 +297,8 @@ def _write_plots(res:dict, out:Path, labels:dict) -> list:
         _save(sw.plot(names=res['names']), out/'similarity_window.png')
         files += ['class_weights.png', 'similarity_window.png']
     for p in cfg['sweep']:
-        ax = plot_sweep(res['runs'], p, cfg['methods'], labels, title=f"{cfg['dataset']}: effect of {p}")
-        _save(ax, out/f'sweep_{p}.png'); files.append(f'sweep_{p}.png')
+        fig = plot_sweep(res['runs'], p, cfg['methods'], labels, title=f"{cfg['dataset']}: effect of {p}")
+        _save(fig, out/f'sweep_{p}.png'); files.append(f'sweep_{p}.png')
     return files
 
 # %% ../nbs/06a_report.ipynb #210eeb94

@@ -58,3 +58,19 @@ def test_published_tables_are_in_sync():
     "The repository's own notebooks: every block equals what its committed files give (what `make check-sync` runs)"
     stale = {p.name: MR.process(p, write=False) for p in MR.NOTEBOOKS}
     assert not any(stale.values()), stale
+
+def test_sweep_folder_gives_one_row_per_value(results, tmp_path):
+    "A sweep's runs (param, value) are summarised per swept value and method, in value order; the line gives the run time"
+    sweep = [dict(r, param='window', value=w, overall=r['overall'] + w, train_time_s=60. * (1 + w))
+             for w in (2, 30) for r in ROWS]
+    write_run(tmp_path/'results'/'sweep', sweep)
+    t = MR.table('sweep | methods=la,ce')
+    lines = [l for l in t.splitlines() if l.startswith('| window')]
+    assert lines == ['| window | 2 | LA | 87.50 ± 0.71 | 88.50 ± 0.71 | 80.50 ± 0.71 | 75.50 ± 0.71 | 2 |',
+                     '| window | 2 | CE | 83.00 ± 1.41 | 90.50 ± 0.71 | 70.50 ± 0.71 | 61.00 ± 1.41 | 2 |',
+                     '| window | 30 | LA | 115.50 ± 0.71 | 88.50 ± 0.71 | 80.50 ± 0.71 | 75.50 ± 0.71 | 2 |',
+                     '| window | 30 | CE | 111.00 ± 1.41 | 90.50 ± 0.71 | 70.50 ± 0.71 | 61.00 ± 1.41 | 2 |']
+    assert t.splitlines()[0] == '| param | value | method | overall | many | medium | few | seeds |'
+    assert '8 runs, training 17.0 min a run' in t  # (3 + 31) / 2 minutes
+    write_run(tmp_path/'results'/'sweep2', sweep[:1])
+    with pytest.raises(MR.ResultsError, match='ce seed 0 at window=2 appears twice'): MR.table('sweep, sweep2')
