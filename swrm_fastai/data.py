@@ -184,6 +184,7 @@ class LTDataLoaders(DataLoaders):
         return type(self)(*res.loaders, path=res.path, device=res.device, class_counts=self.class_counts,
                           class_names=self.class_names, lookalikes=self.lookalikes)
 
+# %% ../nbs/02_data.ipynb #c3b4a2ec
 def _lt_dls(x_tfm, labels, n_train, names, after_item, after_batch, bs, device, num_workers, val_bs, path='.'):
     "`LTDataLoaders` over items 0..len(labels)-1, the first `n_train` being the training set"
     labels = torch.as_tensor(np.asarray(labels)).long()
@@ -227,6 +228,7 @@ def images_dls(
     return _lt_dls(IndexedImage(x, x.shape[1]), y, len(x_train), names, [*L(item_tfms), ToTensor()], after_batch,
                    bs, device, num_workers, val_bs, path)
 
+# %% ../nbs/02_data.ipynb #e125a3d8
 def arrays_lt_dls(
     x_train, # uint8 training images [N, H, W] or [N, H, W, C] (the full, balanced set)
     y_train, # Integer training labels [N]
@@ -248,9 +250,13 @@ def arrays_lt_dls(
 
 # %% ../nbs/02_data.ipynb #cb6fe93a
 FASHION_MNIST_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+
 FASHION_MNIST_STATS = ([0.2860], [0.3530])
+
 FASHION_MNIST_LOOKALIKES = [('T-shirt/top', 'Shirt', 'Pullover', 'Coat'), ('Sandal', 'Sneaker', 'Ankle boot')]
+
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
+
 _FMNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 
 def _data_roots():
@@ -278,6 +284,7 @@ def read_idx(fname)->np.ndarray:
     if arr.size != int(np.prod(shape)): raise ValueError(f"{fname}: expected {shape} values, found {arr.size}")
     return arr.reshape(shape)
 
+# %% ../nbs/02_data.ipynb #f1ac3aaf
 def _fmnist_candidates(path=None):
     "Folders where Fashion-MNIST may lie, in search order"
     if path is not None: return [Path(path), Path(path)/'fashion-mnist', Path(path)/'FashionMNIST'/'raw']
@@ -307,6 +314,7 @@ def find_fashion_mnist(
         f"({', '.join(f'{n}[.gz]' for n in _FMNIST_FILES)}) in a folder and pass `path=` or set $SWRM_DATA to it, "
         "or let torchvision download them (`download=True`, needs internet).")
 
+# %% ../nbs/02_data.ipynb #eb4088ce
 @functools.lru_cache(maxsize=2)
 def _read_fashion_mnist(d:Path):
     "The four idx arrays of folder `d`, read once per process and kept read-only"
@@ -383,6 +391,7 @@ def glyph_class_order(
     "Head-to-tail order of the classes of a Glyphs-LT build: a seeded random permutation"
     return np.random.default_rng(_glyph_streams(seed)[0]).permutation(n_classes)
 
+# %% ../nbs/02_data.ipynb #439e63fb
 def load_glyphs(
     imb_factor:float=100, # Imbalance factor mu = n_max / n_min
     n_max:int=500, # Training images of the head class
@@ -414,6 +423,7 @@ def load_glyphs(
     d = cached_arrays(fname, meta, draw, cache)
     return tuple(d[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
 
+# %% ../nbs/02_data.ipynb #41b1dfc1
 def glyphs_lt(
     imb_factor:float=100, # Imbalance factor mu = n_max / n_min
     n_max:int=500, # Training images of the head class (500: CIFAR-100-LT's counts)
@@ -863,6 +873,7 @@ def read_split_file(
     if not paths: raise ValueError(f"split file {fname} names no image")
     return paths, torch.tensor(labels)
 
+# %% ../nbs/02_data.ipynb #3ba2f33a
 def split_file_lt(
     root, # Image root (paths in the split files are relative to it)
     train_file, # Training split file
@@ -892,6 +903,7 @@ def split_file_lt(
     return _lt_dls(IndexedImage(f_tr + f_va), torch.cat([y_tr, y_va]), len(f_tr), names, [*item_tfms, ToTensor()], after_batch,
                    bs, device, num_workers, val_bs, path=root)
 
+# %% ../nbs/02_data.ipynb #042088ae
 def _lt_split(prefix, root, split_dir, valid, **kwargs):
     "`split_file_lt` with the published file names `{prefix}_train.txt`, `{prefix}_{valid}.txt`"
     if valid not in ('test', 'val'): raise ValueError(f"valid must be 'test' or 'val', got {valid!r}")
