@@ -211,7 +211,7 @@ def plot_sweep(runs:pd.DataFrame, # runs with the columns `param`, `value`, `met
     fig, axs = plt.subplots(1, len(scores), figsize=(2.9 * len(scores), 3), sharex=True, squeeze=False)
     for ax, g in zip(axs[0], scores):
         for m, mk in zip(methods, itertools.cycle('osd^v<>')):
-            d = s[s.method == m]
+            d = s[s.method == m].sort_values('value')  # a sweep's runs may come in any order
             ax.errorbar(d.value.map(x), d[f'{g}_mean'], yerr=d[f'{g}_std'].fillna(0), marker=mk, capsize=2, label=labels.get(m, m))
         ax.set_xticks(range(len(vals))); ax.set_xticklabels([f'{v:g}' for v in vals]); ax.set_title(g, fontsize=10); ax.grid(alpha=.3)
     axs[0, 0].set_ylabel('top-1 accuracy (%)'); axs[0, 0].legend(fontsize=8)
