@@ -50,19 +50,16 @@ def load_runs(folders:list) -> tuple[pd.DataFrame, list]:
         t = rows[-1].get('train_time_s', pd.Series(dtype=float)).dropna()
         confs.append(dict(conf, row_commits=sorted({str(x) for x in rows[-1].get('commit', pd.Series(dtype=str)).dropna()}),
                           n_runs=len(rows[-1]), run_minutes=t.mean() / 60 if len(t) else None))
+    from swrm_fastai.report import run_keys
     runs = pd.concat(rows, ignore_index=True)
     dup = runs[runs.duplicated(run_keys(runs) + ['seed'], keep=False)]
     if len(dup): raise ResultsError(f"{', '.join(folders)}: {dup.method.iloc[0]} seed {dup.seed.iloc[0]}"
                                     + (f" at {dup.param.iloc[0]}={dup.value.iloc[0]:g}" if 'param' in dup else '') + " appears twice")
     return runs, confs
 
-def run_keys(runs:pd.DataFrame) -> list:
-    "What one table row stands for: the method, or with a sweep's rows (`param`, `value`) the swept value and the method"
-    return ['param', 'value', 'method'] if 'param' in runs and runs.param.notna().any() else ['method']
-
 def table(spec:str) -> str:
     "The markdown of one block: the score table, then the folders with their commands, commits and machines"
-    from swrm_fastai.report import summarise, score_table, markdown_table
+    from swrm_fastai.report import summarise, score_table, markdown_table, run_keys
     from swrm_fastai.bench import METHODS
     folders, opts = parse_spec(spec)
     runs, confs = load_runs(folders)

@@ -16,7 +16,7 @@ from .render import plot_font_for
 # %% auto #0
 __all__ = ['SCORES', 'LOOKALIKE_COLS', 'run_scores', 'balanced_accuracy', 'present_scores', 'summarise', 'fmt_score',
            'markdown_table', 'score_table', 'lookalike_row', 'lookalike_table', 'fmt_lookalikes', 'tail_confusions_all',
-           'fmt_confusions', 'switch_cost', 'source_commit', 'cpu_model', 'library_versions', 'plot_sweep',
+           'fmt_confusions', 'switch_cost', 'source_commit', 'cpu_model', 'library_versions', 'plot_sweep', 'run_keys',
            'write_report']
 
 # %% ../nbs/06a_report.ipynb #98a8aa04
@@ -226,12 +226,14 @@ def _pair(kept):
     other = next((m for m in ('swrm', 'dyswrm', 'swr', 'swm') if m in kept and m != base), None)
     return base, other
 
-def _by(cfg): return ['param', 'value', 'method'] if cfg['sweep'] else ['method']
+def run_keys(runs:pd.DataFrame) -> list:
+    "What one table row stands for: the method, or with a sweep's rows (`param`, `value`) the swept value and the method"
+    return ['param', 'value', 'method'] if 'param' in runs and runs.param.notna().any() else ['method']
 
 # %% ../nbs/06a_report.ipynb #070123fb
 def _write_tables(res:dict, out:Path, labels:dict) -> str:
     "results.csv, runs.csv, table.md, per-class accuracies; returns the markdown table"
-    cfg, runs, by = res['cfg'], res['runs'], _by(res['cfg'])
+    cfg, runs, by = res['cfg'], res['runs'], run_keys(res['runs'])
     summary = summarise(runs, by)
     summary.to_csv(out/'results.csv', index=False)
     runs.to_csv(out/'runs.csv', index=False)
@@ -265,7 +267,7 @@ def _write_tail_confusions(res:dict, out:Path, labels:dict):
 # %% ../nbs/06a_report.ipynb #15fc91b9
 def _write_lookalikes(res:dict, out:Path, labels:dict) -> str|None:
     "lookalike.md: the known look-alike pairs sharing a similarity window, mean ± std over seeds, against chance"
-    cfg, by = res['cfg'], _by(res['cfg'])
+    cfg, by = res['cfg'], run_keys(res['runs'])
     t = lookalike_table(res['runs'], by)
     if t is None: return None
     table = markdown_table(fmt_lookalikes(t, by, labels))
